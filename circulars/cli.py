@@ -1,0 +1,358 @@
+"""The `circulars` command: the operations people script, and `serve` for the whole system."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup
+from sqlalchemy import select
+
+from .config import ConfigError
+
+
+def _create_app() -> Flask:
+    from . import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        click.echo(f"circulars: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False, load_dotenv=False)
+def main() -> None:
+    """Circulars: draft numbered circulars and send them to mailing lists.
+
+    Settings come from the environment (see README.md); with none set, everything
+    runs on the embedded default under ./instance.
+    """
+
+
+def _session() -> Any:
+    from .extensions import db
+
+    return db.session
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+# --- users ------------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Staff accounts."""
+
+
+@users.command("create")
+@click.argument("email")
+@click.option(
+    "--role", type=click.Choice(["admin", "sender", "editor"]), default="editor", show_default=True
+)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(email: str, role: str, password_stdin: bool) -> None:
+    """Create a staff account; the password is asked for (or read from stdin)."""
+    from .accounts import AccountError, create_user
+
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    session = _session()
+    try:
+        user = create_user(session, email, password, role)
+    except AccountError as exc:
+        session.rollback()
+        fail(str(exc))
+    session.commit()
+    click.echo(f"Created {user.role} {user.email}.")
+
+
+# --- lists ------------------------------------------------------------------------------
+
+
+@main.group("lists")
+def lists_group() -> None:
+    """Mailing lists."""
+
+
+@lists_group.command("create")
+@click.argument("slug")
+@click.option("--name", required=True)
+@click.option("--description", default="")
+@click.option("--private", is_flag=True, help="Not offered on the public subscribe page.")
+def lists_create(slug: str, name: str, description: str, private: bool) -> None:
+    """Create a list; SLUG is its short name (lower-case letters, digits, hyphens)."""
+    import re
+
+    from .models import MailingList
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", slug):
+        fail("the short name may hold lower-case letters, digits and hyphens (at most 64).")
+    if not name.strip() or "\n" in name or "\r" in name:
+        fail("the name must be a single non-empty line.")
+    session = _session()
+    if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
+        fail(f"a list named {slug} exists already.")
+    session.add(
+        MailingList(slug=slug, name=name.strip(), description=description, public=not private)
+    )
+    session.commit()
+    click.echo(f"Created list {slug}.")
+
+
+def _list_by_slug(slug: str) -> Any:
+    from .models import MailingList
+
+    found = _session().scalar(select(MailingList).where(MailingList.slug == slug))
+    if found is None:
+        fail(f"unknown list {slug!r}.")
+    return found
+
+
+# --- subscribers ------------------------------------------------------------------------
+
+
+@main.group()
+def subscribers() -> None:
+    """Subscribers."""
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--list", "slug", required=True, help="The list to put everyone on.")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write rejected rows to this CSV.",
+)
+def subscribers_import(file: Path, slug: str, report: Path | None) -> None:
+    """Import FILE.csv (columns email,name,language,organization; others kept as attributes)."""
+    import csv
+
+    from .subscribers.importer import ImportRefused, import_subscribers
+
+    mailing_list = _list_by_slug(slug)
+    session = _session()
+    with file.open("rb") as handle:
+        try:
+            result = import_subscribers(session, handle, mailing_list)
+        except ImportRefused as exc:
+            session.rollback()
+            fail(f"{file.name}: nothing imported. {exc}")
+    session.commit()
+    for row in result.rejected:
+        click.echo(f"{file.name}:{row.line}: {row.email or '(no address)'}: {row.reason}", err=True)
+    if report is not None:
+        with report.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(["line", "email", "reason"])
+            writer.writerows((row.line, row.email, row.reason) for row in result.rejected)
+    click.echo(
+        f"Imported into {mailing_list.slug}: {result.subscribed} subscribed "
+        f"({result.added} new), {result.already} already on the list, "
+        f"{result.kept_unsubscribed} had unsubscribed and were left out, "
+        f"{result.duplicates} duplicate rows, {len(result.rejected)} rejected."
+    )
+
+
+# --- circulars --------------------------------------------------------------------------
+
+
+@main.group("circulars")
+def circulars_group() -> None:
+    """Circulars (drafts)."""
+
+
+@circulars_group.command("create")
+@click.option("--title", required=True)
+@click.option(
+    "--body",
+    "body_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--attach",
+    "attachments",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option("--list", "slugs", multiple=True, help="A list to send to (repeat for several).")
+def circulars_create(
+    title: str, body_file: Path, attachments: tuple[Path, ...], slugs: tuple[str, ...]
+) -> None:
+    """Create a draft from a Markdown file and print its id."""
+    from .mail.render import RenderError, check_single_line
+    from .models import Attachment, Circular
+    from .storage import EmptyUpload, UploadTooLarge
+
+    try:
+        check_single_line(title, "title")
+    except RenderError as exc:
+        fail(str(exc))
+    if not title.strip() or len(title) > 300:
+        fail("the title must have 1 to 300 characters.")
+    try:
+        body = body_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        fail(f"{body_file} is not UTF-8 text.")
+    lists = [_list_by_slug(slug) for slug in dict.fromkeys(slugs)]
+    store = current_app.extensions["circulars.files"]
+    stored = []
+    for path in attachments:
+        with path.open("rb") as handle:
+            try:
+                stored.append(store.save(handle, path.name))
+            except (UploadTooLarge, EmptyUpload) as exc:
+                fail(f"{path}: {exc}")
+    session = _session()
+    circular = Circular(title=title.strip(), body_markdown=body)
+    circular.lists = lists
+    circular.attachments = [
+        Attachment(
+            filename=item.filename,
+            content_type=item.content_type,
+            size=item.size,
+            sha256=item.sha256,
+        )
+        for item in stored
+    ]
+    session.add(circular)
+    session.commit()
+    click.echo(circular.id)
+
+
+# --- send -------------------------------------------------------------------------------
+
+
+@main.command("send")
+@click.argument("circular_id", type=int)
+@click.option(
+    "--list", "slugs", multiple=True, help="A list to send to (repeat); default: the draft's lists."
+)
+@click.option(
+    "--wait", is_flag=True, help="Show progress until the send ends; exit 1 if any delivery failed."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="With --wait: give up waiting after this many seconds.",
+)
+def send_command(
+    circular_id: int, slugs: tuple[str, ...], wait: bool, timeout: float | None
+) -> None:
+    """Send circular CIRCULAR_ID to lists (it gets its number now, if it has none)."""
+    from .models import Circular, Send, SendStatus
+    from .sending.service import SendRefused, create_send, send_progress
+    from .tasks import START_SEND, enqueue
+
+    session = _session()
+    circular = session.get(Circular, circular_id)
+    if circular is None:
+        fail(f"there is no circular {circular_id}.")
+    lists = (
+        [_list_by_slug(slug) for slug in dict.fromkeys(slugs)] if slugs else list(circular.lists)
+    )
+    try:
+        new_send = create_send(session, circular_id, [item.id for item in lists])
+    except SendRefused as exc:
+        session.rollback()
+        fail(str(exc))
+    session.commit()
+    send_id, title = new_send.id, new_send.circular.display_title
+    enqueue(START_SEND, send_id)
+    click.echo(f"Send {send_id} started: {title}")
+    if not wait:
+        return
+    started = time.monotonic()
+    warned = False
+    with click.progressbar(length=1, label="Sending", show_percent=True, show_pos=True) as bar:
+        while True:
+            session.expire_all()
+            row = session.get(Send, send_id)
+            counts = send_progress(session, send_id)
+            session.commit()
+            if row.total is not None:
+                bar.length = max(row.total, 1)
+                bar.update(counts["sent"] + counts["failed"] - bar.pos)
+            if row.status in (SendStatus.DONE, SendStatus.FAILED):
+                break
+            if not warned and row.status == SendStatus.QUEUED and time.monotonic() - started > 30:
+                click.echo(
+                    "\nStill queued after 30 s: is a worker running "
+                    "(circulars serve, or celery -A worker worker)?",
+                    err=True,
+                )
+                warned = True
+            if timeout is not None and time.monotonic() - started > timeout:
+                fail(
+                    f"gave up waiting after {timeout:.0f} s; the send goes on (send {send_id}).",
+                    code=3,
+                )
+            time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    if row.status == SendStatus.FAILED:
+        fail(f"send {send_id} could not start: {row.error}", code=1)
+    click.echo(
+        f"Done in {elapsed:.1f} s: {counts['sent']} sent, {counts['failed']} failed, "
+        f"of {row.total} recipients."
+    )
+    if counts["failed"]:
+        sys.exit(1)
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+@main.command("capture")
+@click.option(
+    "--port", type=int, default=None, help="Default: the port of the embedded capture server."
+)
+def capture_command(port: int | None) -> None:
+    """Run only the capture SMTP server (mail goes to instance/outbox)."""
+    from .config import CAPTURE_HOST, CAPTURE_PORT
+    from .mail.capture import start_capture_server
+
+    settings = current_app.extensions["circulars.settings"]
+    controller = start_capture_server(settings.outbox_path, CAPTURE_HOST, port or CAPTURE_PORT)
+    click.echo(
+        f"Capturing mail on {CAPTURE_HOST}:{port or CAPTURE_PORT} into {settings.outbox_path}"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        controller.stop()
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option(
+    "--no-demo", is_flag=True, help="Do not create the demo account and content on first start."
+)
+def serve_command(host: str, port: int, no_demo: bool) -> None:
+    """Run the whole system: web, worker, beat and (on the embedded default) mail capture."""
+    from .devserver import serve
+
+    serve(current_app._get_current_object(), host=host, port=port, demo=not no_demo)  # type: ignore[attr-defined]
+
+
+@main.command("demo")
+def demo_command() -> None:
+    """Create demo lists, subscribers and a draft (and an admin if there is none)."""
+    from .demo import seed
+
+    for line in seed(_session(), current_app.extensions["circulars.files"]):
+        click.echo(line)

@@ -1,0 +1,296 @@
+"""Every setting, read from the environment in one place, with embedded defaults.
+
+A malformed value stops start-up with a message naming the setting, so an
+operator learns about a typo before the first circular goes out, not after.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
+
+#: Where the embedded capture server listens when SMTP_URL is not set.
+CAPTURE_HOST = "127.0.0.1"
+CAPTURE_PORT = 8025
+
+
+class ConfigError(ValueError):
+    """A setting has a value we refuse to start with."""
+
+
+@dataclass(frozen=True)
+class SmtpRelay:
+    """One outgoing SMTP relay, parsed from an `smtp://` style URL."""
+
+    host: str
+    port: int
+    security: str  # "none", "starttls" or "tls"
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+_SMTP_SCHEMES = {"smtp": ("none", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
+
+
+def parse_smtp_url(value: str) -> SmtpRelay:
+    parts = urlsplit(value)
+    if parts.scheme not in _SMTP_SCHEMES:
+        raise ValueError(
+            f"scheme must be one of {', '.join(sorted(_SMTP_SCHEMES))}, not {parts.scheme!r}"
+        )
+    if not parts.hostname:
+        raise ValueError("a host name is required, as in smtp://mail.example.org:25")
+    security, default_port = _SMTP_SCHEMES[parts.scheme]
+    try:
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise ValueError("the port must be a number from 1 to 65535") from exc
+    return SmtpRelay(
+        host=parts.hostname,
+        port=port,
+        security=security,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def parse_size(value: str) -> int:
+    """Sizes as operators write them: `25MB`, `512KB`, `1048576`."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B|B)?\s*", value, re.IGNORECASE)
+    if not match:
+        raise ValueError("write a size such as 25MB, 512KB or a number of bytes")
+    number, unit = int(match.group(1)), (match.group(2) or "B").upper().replace("I", "")
+    size = number * {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[unit]
+    if size <= 0:
+        raise ValueError("the size must be larger than zero")
+    return size
+
+
+def parse_int(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError as exc:
+            raise ValueError("must be a whole number") from exc
+        if not minimum <= number <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return number
+
+    return parse
+
+
+def parse_base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an absolute http(s) URL such as https://circulars.example.org")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+def parse_address(value: str) -> str:
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def parse_database_url(value: str) -> str:
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+        raise ValueError("must start with sqlite:// or postgresql://")
+    # The bare postgresql:// scheme would pick psycopg2, which we do not ship.
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", value)
+
+
+def parse_broker_url(value: str) -> str:
+    if not re.match(r"^(redis|rediss|amqp|amqps|pyamqp|sqla\+\w+(\+\w+)?)://", value):
+        raise ValueError("must be a redis://, amqp:// or sqla+sqlite:// URL")
+    return value
+
+
+def parse_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("must be an IANA time zone such as Europe/Geneva") from exc
+    return value
+
+
+def parse_color(value: str) -> str:
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+        raise ValueError("must be a colour such as #1f4e79")
+    return value
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings the application runs with; see README.md for each one."""
+
+    instance_path: Path
+    database_url: str
+    broker_url: str
+    smtp_url: str | None
+    base_url: str
+    secret_key: str
+    mail_from: str
+    max_upload_size: int
+    timezone: str = "UTC"
+    send_batch_size: int = 200
+    send_max_attempts: int = 5
+    smtp_timeout: int = 30
+    send_retry_delay: int = 10
+    unsubscribe_token_max_age_days: int = 365
+    worker_concurrency: int = 2
+    org_name: str = "Circulars"
+    org_signoff: str = "The Secretariat"
+    org_postal_address: str = ""
+    org_email: str = ""
+    org_phone: str = ""
+    org_website: str = ""
+    org_about: str = ""
+    org_social: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    brand_color: str = "#1f4e79"
+    log_level: str = "INFO"
+
+    @property
+    def capture_mail(self) -> bool:
+        """True on the embedded default: mail goes to the local capture server."""
+        return self.smtp_url is None
+
+    @property
+    def smtp_relay(self) -> SmtpRelay:
+        if self.smtp_url is None:
+            return SmtpRelay(host=CAPTURE_HOST, port=CAPTURE_PORT, security="none")
+        return parse_smtp_url(self.smtp_url)
+
+    @property
+    def mail_domain(self) -> str:
+        return self.mail_from.rpartition("@")[2]
+
+    @property
+    def uploads_path(self) -> Path:
+        return self.instance_path / "uploads"
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.instance_path / "outbox"
+
+    def public(self) -> dict[str, Any]:
+        """The settings safe to show an admin (no secrets, no passwords)."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown.pop("secret_key")
+        if self.smtp_url:
+            relay = self.smtp_relay
+            shown["smtp_url"] = f"{relay.security}://{relay.host}:{relay.port}"
+        return shown
+
+
+def parse_social(value: str) -> tuple[tuple[str, str], ...]:
+    """`Label=https://…` pairs separated by commas."""
+    links = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        label, sep, url = item.partition("=")
+        if not sep or not label.strip() or not url.strip().startswith(("http://", "https://")):
+            raise ValueError("write Label=https://… pairs separated by commas")
+        links.append((label.strip(), url.strip()))
+    return tuple(links)
+
+
+def _secret_key(instance_path: Path) -> str:
+    """Generate the key once and keep it, so sessions and links survive restarts."""
+    path = instance_path / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every setting; raise ConfigError naming the first bad one."""
+    env = dict(os.environ if environ is None else environ)
+
+    def get(name: str, parse: Callable[[str], Any], default: Any) -> Any:
+        raw = env.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+
+    instance_path = Path(env.get("INSTANCE_PATH") or DEFAULT_INSTANCE).resolve()
+    smtp_url = env.get("SMTP_URL") or None
+    if smtp_url is not None:
+        get("SMTP_URL", parse_smtp_url, None)
+    secret_key = env.get("SECRET_KEY") or _secret_key(instance_path)
+    if len(secret_key) < 16:
+        raise ConfigError("SECRET_KEY is not valid: use at least 16 characters")
+
+    return Settings(
+        instance_path=instance_path,
+        database_url=get(
+            "DATABASE_URL", parse_database_url, f"sqlite:///{instance_path / 'circulars.db'}"
+        ),
+        broker_url=get(
+            "CELERY_BROKER_URL", parse_broker_url, f"sqla+sqlite:///{instance_path / 'broker.db'}"
+        ),
+        smtp_url=smtp_url,
+        base_url=get("BASE_URL", parse_base_url, "http://127.0.0.1:5000"),
+        secret_key=secret_key,
+        mail_from=get("MAIL_FROM", parse_address, "secretariat@circulars.localhost"),
+        max_upload_size=get("MAX_UPLOAD_SIZE", parse_size, 25 * 1024**2),
+        timezone=get("TIMEZONE", parse_timezone, "UTC"),
+        send_batch_size=get("SEND_BATCH_SIZE", parse_int(1, 10_000), 200),
+        send_max_attempts=get("SEND_MAX_ATTEMPTS", parse_int(1, 50), 5),
+        smtp_timeout=get("SMTP_TIMEOUT", parse_int(1, 600), 30),
+        send_retry_delay=get("SEND_RETRY_DELAY", parse_int(0, 3600), 10),
+        unsubscribe_token_max_age_days=get(
+            "UNSUBSCRIBE_TOKEN_MAX_AGE_DAYS", parse_int(1, 3650), 365
+        ),
+        worker_concurrency=get("WORKER_CONCURRENCY", parse_int(1, 64), 2),
+        org_name=env.get("ORG_NAME") or "Circulars",
+        org_signoff=env.get("ORG_SIGNOFF") or "The Secretariat",
+        org_postal_address=env.get("ORG_POSTAL_ADDRESS", ""),
+        org_email=get("ORG_EMAIL", parse_address, ""),
+        org_phone=env.get("ORG_PHONE", ""),
+        org_website=get("ORG_WEBSITE", parse_base_url, ""),
+        org_about=env.get("ORG_ABOUT", ""),
+        org_social=get("ORG_SOCIAL", parse_social, ()),
+        brand_color=get("BRAND_COLOR", parse_color, "#1f4e79"),
+        log_level=get("LOG_LEVEL", _parse_log_level, "INFO"),
+    )
+
+
+def _parse_log_level(value: str) -> str:
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return value.upper()

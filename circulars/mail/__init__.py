@@ -1,0 +1,1 @@
+"""Render once, personalise per recipient, build MIME, hand to a transport."""

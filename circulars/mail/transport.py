@@ -1,0 +1,184 @@
+"""Handing messages to an SMTP relay, one reused connection at a time.
+
+Failures come back as DeliveryError with the server's own reply and whether it
+is permanent (5xx: do not try again) or temporary (4xx, a dropped connection,
+a time-out: try again later), the split a send engine needs.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from functools import lru_cache
+from types import TracebackType
+from typing import Protocol
+
+from ..config import SmtpRelay
+
+
+class DeliveryError(Exception):
+    def __init__(self, reply: str, *, permanent: bool, code: int | None = None) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.permanent = permanent
+        self.code = code
+
+
+class ConnectionFailed(DeliveryError):
+    """The relay could not be reached or refused us as a whole; nothing was sent."""
+
+
+class Connection(Protocol):
+    def send(self, envelope_from: str, recipient: str, message: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Messenger(Protocol):
+    """What the send engine needs of a transport."""
+
+    def connect(self) -> Connection: ...
+
+
+def _reply(code: int, message: bytes | str) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return f"{code} {' '.join(text.split())}"
+
+
+def smtp_address(address: str) -> str:
+    """The address as SMTP carries it: an internationalised domain in its ASCII form."""
+    local, _, domain = address.rpartition("@")
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address
+
+
+class SmtpConnection:
+    def __init__(self, relay: SmtpRelay, timeout: float, local_hostname: str | None = None) -> None:
+        self.relay = relay
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._smtp: smtplib.SMTP | None = None
+
+    def __enter__(self) -> SmtpConnection:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        relay = self.relay
+        try:
+            if relay.security == "tls":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    relay.host,
+                    relay.port,
+                    timeout=self.timeout,
+                    local_hostname=self.local_hostname,
+                    context=ssl.create_default_context(),
+                )
+            else:
+                smtp = smtplib.SMTP(
+                    relay.host, relay.port, timeout=self.timeout, local_hostname=self.local_hostname
+                )
+            smtp.ehlo()
+            if relay.security == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if relay.username:
+                smtp.login(relay.username, relay.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise ConnectionFailed(_reply(exc.smtp_code, exc.smtp_error), permanent=False) from exc
+        except smtplib.SMTPResponseException as exc:
+            raise ConnectionFailed(
+                _reply(exc.smtp_code, exc.smtp_error), permanent=False, code=exc.smtp_code
+            ) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise ConnectionFailed(
+                f"cannot connect to {relay.label}: {exc or type(exc).__name__}", permanent=False
+            ) from exc
+        self._smtp = smtp
+
+    def send(self, envelope_from: str, recipient: str, message: bytes) -> None:
+        if self._smtp is None:
+            self.open()
+        assert self._smtp is not None
+        options = [] if recipient.isascii() else ["SMTPUTF8"]
+        try:
+            refused = self._smtp.sendmail(
+                envelope_from, [smtp_address(recipient)], message, mail_options=options
+            )
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            self._reset()
+            raise DeliveryError(_reply(code, text), permanent=code >= 500, code=code) from exc
+        except smtplib.SMTPResponseException as exc:
+            # Sender refused or DATA refused: the reply code says how final it is.
+            self._reset()
+            raise DeliveryError(
+                _reply(exc.smtp_code, exc.smtp_error),
+                permanent=exc.smtp_code >= 500,
+                code=exc.smtp_code,
+            ) from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            self._reset()
+            raise DeliveryError(
+                f"relay cannot deliver to {recipient}: {exc}", permanent=True
+            ) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            # Disconnected or timed out mid-exchange: we cannot know whether it was taken.
+            self._drop()
+            raise DeliveryError(
+                f"connection lost: {exc or type(exc).__name__}", permanent=False
+            ) from exc
+        if refused:
+            code, text = next(iter(refused.values()))
+            raise DeliveryError(_reply(code, text), permanent=code >= 500, code=code)
+
+    def _reset(self) -> None:
+        try:
+            if self._smtp is not None:
+                self._smtp.rset()
+        except (OSError, smtplib.SMTPException):
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.close()
+            finally:
+                self._smtp = None
+
+    def close(self) -> None:
+        if self._smtp is None:
+            return
+        try:
+            self._smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
+        finally:
+            self._drop()
+
+
+@lru_cache(maxsize=1)
+def _local_hostname() -> str:
+    # smtplib would look this up for every connection; once per process is enough.
+    return socket.getfqdn() or "localhost"
+
+
+class SmtpMessenger:
+    def __init__(self, relay: SmtpRelay, timeout: float = 30) -> None:
+        self.relay = relay
+        self.timeout = timeout
+
+    def connect(self) -> SmtpConnection:
+        connection = SmtpConnection(self.relay, self.timeout, local_hostname=_local_hostname())
+        connection.open()
+        return connection

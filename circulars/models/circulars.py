@@ -1,0 +1,87 @@
+"""Circulars, their attachments, and the counter that numbers them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Column, ForeignKey, String, Table, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base, utcnow
+from .lists import MailingList
+
+circular_lists = Table(
+    "circular_lists",
+    Base.metadata,
+    Column("circular_id", ForeignKey("circulars.id", ondelete="CASCADE"), primary_key=True),
+    Column("list_id", ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class CircularStatus(StrEnum):
+    DRAFT = "draft"
+    SENT = "sent"  # numbered: at least one send has started; no longer editable
+
+
+class Circular(Base):
+    __tablename__ = "circulars"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Given on the first send only; see sending.numbering.
+    number: Mapped[int | None] = mapped_column(unique=True)
+    title: Mapped[str] = mapped_column(String(300))
+    body_markdown: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default=CircularStatus.DRAFT)
+    # Bumped on every save; an edit made from a stale form is refused, not merged.
+    revision: Mapped[int] = mapped_column(default=1)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    first_sent_at: Mapped[datetime | None]
+
+    lists: Mapped[list[MailingList]] = relationship(
+        secondary=circular_lists, order_by="MailingList.name"
+    )
+    attachments: Mapped[list[Attachment]] = relationship(
+        back_populates="circular",
+        order_by="Attachment.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == CircularStatus.DRAFT
+
+    @property
+    def display_title(self) -> str:
+        if self.number is None:
+            return self.title
+        return f"Circular No. {self.number}: {self.title}"
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    circular_id: Mapped[int] = mapped_column(
+        ForeignKey("circulars.id", ondelete="CASCADE"), index=True
+    )
+    # The name shown to people and put in the email; the file on disk is named by its hash.
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(127))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    circular: Mapped[Circular] = relationship(back_populates="attachments")
+
+
+class Counter(Base):
+    """Named gap-free counters; the row lock on UPDATE serialises concurrent takers."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(default=0)

@@ -1,0 +1,88 @@
+"""A send of a circular to lists, and one delivery row per recipient."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Column, ForeignKey, Index, String, Table, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base, BigId, utcnow
+from .circulars import Circular
+from .lists import MailingList
+
+send_lists = Table(
+    "send_lists",
+    Base.metadata,
+    Column("send_id", ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True),
+    Column("list_id", ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class SendStatus(StrEnum):
+    QUEUED = "queued"  # created; the start task has not snapshotted recipients yet
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # could not start (e.g. rendering failed); says why in `error`
+
+
+class Send(Base):
+    __tablename__ = "sends"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    circular_id: Mapped[int] = mapped_column(
+        ForeignKey("circulars.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default=SendStatus.QUEUED)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # Known once the recipients are snapshotted.
+    total: Mapped[int | None]
+    # Final figures, written when the send ends; while it runs they are counted live.
+    sent_count: Mapped[int | None]
+    failed_count: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    # Rendered once per send by the start task: the subject header and the two
+    # bodies, with placeholders that each delivery fills in.
+    subject: Mapped[str | None] = mapped_column(Text)
+    html_template: Mapped[str | None] = mapped_column(Text)
+    text_template: Mapped[str | None] = mapped_column(Text)
+
+    circular: Mapped[Circular] = relationship()
+    lists: Mapped[list[MailingList]] = relationship(
+        secondary=send_lists, order_by="MailingList.name"
+    )
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("send_id", "subscriber_id"),
+        Index("ix_deliveries_send_status", "send_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    # The list through which the subscriber gets it: named in List-Id and unsubscribed from.
+    list_id: Mapped[int | None] = mapped_column(ForeignKey("lists.id", ondelete="SET NULL"))
+    # Copied at snapshot time, so a batch reads one table and the record stays true.
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+    # A batch claims its rows for a while; a batch on a killed worker lets go when it expires.
+    claimed_until: Mapped[datetime | None]

@@ -1,0 +1,1 @@
+"""The send engine: numbering, recipient snapshot, batches and delivery records."""

@@ -1,0 +1,425 @@
+"""Running a send: snapshot recipients, deliver batches, finish.
+
+Progress is recorded when a message is accepted by the relay, never when it
+is fetched, so a crash can cause at most the in-flight message to be sent
+twice, and never skips anyone. A batch claims its rows for a lease; a batch
+run again (Celery redelivery, the sweeper) takes only what is still pending
+and unclaimed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..mail.mime import (
+    AttachmentData,
+    Envelope,
+    PreparedMessage,
+    build_message,
+    new_message_id,
+    prepare_message,
+)
+from ..mail.personalise import RecipientFields
+from ..mail.render import AttachmentInfo, RenderedCircular, RenderError, render_circular
+from ..mail.transport import ConnectionFailed, DeliveryError
+from ..models import Circular, Delivery, DeliveryStatus, Send, SendStatus, Subscriber, utcnow
+from .context import SendContext
+from .service import recipients_query
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchOutcome:
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0  # temporary failures, left pending for a later try
+    error: str | None = None  # why the batch stopped early, if it did
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def retry(self) -> bool:
+        return self.deferred > 0
+
+
+def render_send(circular: Circular, ctx: SendContext) -> RenderedCircular:
+    return render_circular(
+        number=circular.number,
+        title=circular.title,
+        body_markdown=circular.body_markdown,
+        attachments=[AttachmentInfo(a.filename, a.size) for a in circular.attachments],
+        branding=ctx.branding,
+        sent_on=(circular.first_sent_at or utcnow()).date(),
+        base_url=ctx.base_url,
+    )
+
+
+def start_send(session: Session, send_id: int, ctx: SendContext) -> list[tuple[int, int]]:
+    """Render once, snapshot the recipients, and return the batch ranges to deliver.
+
+    Safe to run again: only the first run snapshots; later runs return the
+    ranges still pending.
+    """
+    claimed = session.execute(
+        update(Send)
+        .where(Send.id == send_id, Send.status == SendStatus.QUEUED)
+        .values(status=SendStatus.RUNNING, started_at=utcnow())
+    ).rowcount  # type: ignore[attr-defined]
+    send = session.get(Send, send_id, populate_existing=True)
+    if send is None:
+        session.rollback()
+        return []
+    if claimed:
+        try:
+            rendered = render_send(send.circular, ctx)
+        except RenderError as exc:
+            send.status = SendStatus.FAILED
+            send.error = str(exc)
+            send.finished_at = utcnow()
+            session.commit()
+            return []
+        send.subject, send.html_template, send.text_template = (
+            rendered.subject,
+            rendered.html,
+            rendered.text,
+        )
+        list_ids = [item.id for item in send.lists]
+        snapshot = recipients_query(send.circular_id, list_ids).order_by(Subscriber.id)
+        session.execute(
+            insert(Delivery).from_select(
+                ["subscriber_id", "list_id", "email", "name", "send_id", "status", "attempts"],
+                snapshot.add_columns(
+                    literal(send.id), literal(DeliveryStatus.PENDING.value), literal(0)
+                ),
+            )
+        )
+        send.total = session.scalar(select(func.count()).where(Delivery.send_id == send.id))
+        session.commit()
+        log.info("send %s: %s recipients", send.id, send.total)
+    else:
+        session.commit()
+    if send.status != SendStatus.RUNNING:
+        return []
+    ranges = list(pending_ranges(session, send.id, ctx.batch_size))
+    if not ranges:
+        finish_if_complete(session, send.id)
+    return ranges
+
+
+def pending_ranges(session: Session, send_id: int, size: int) -> Iterator[tuple[int, int]]:
+    """Consecutive id ranges of at most `size` pending deliveries, streamed, not loaded."""
+    first = last = None
+    count = 0
+    result = session.execute(
+        select(Delivery.id)
+        .where(Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING)
+        .order_by(Delivery.id)
+        .execution_options(yield_per=5000)
+    )
+    for (delivery_id,) in result:
+        if first is None:
+            first = delivery_id
+        last = delivery_id
+        count += 1
+        if count == size:
+            yield first, last
+            first, count = None, 0
+    if first is not None and last is not None:
+        yield first, last
+    session.commit()
+
+
+_prepared: OrderedDict[int, PreparedMessage] = OrderedDict()
+
+
+def prepared_message(session: Session, send: Send, ctx: SendContext) -> PreparedMessage:
+    """Encode the shared parts once per send in this process (attachments included)."""
+    cached = _prepared.get(send.id)
+    if cached is not None:
+        _prepared.move_to_end(send.id)
+        return cached
+    circular = send.circular
+    assert (
+        send.subject is not None
+        and send.html_template is not None
+        and send.text_template is not None
+    )
+    prepared = prepare_message(
+        from_name=ctx.branding.name,
+        from_address=ctx.mail_from,
+        subject=send.subject,
+        html_template=send.html_template,
+        text_template=send.text_template,
+        attachments=[
+            AttachmentData(a.filename, a.content_type, ctx.files.read(a.sha256))
+            for a in circular.attachments
+        ],
+        list_names={item.id: (item.slug, item.name) for item in send.lists},
+        domain=ctx.domain,
+    )
+    _prepared[send.id] = prepared
+    while len(_prepared) > 4:
+        _prepared.popitem(last=False)
+    return prepared
+
+
+def envelope_for(
+    ctx: SendContext,
+    prepared: PreparedMessage,
+    *,
+    message_id: str,
+    subscriber_id: int,
+    list_id: int | None,
+    list_name: str,
+    name: str,
+    email: str,
+) -> Envelope:
+    unsubscribe_url = ctx.links.unsubscribe(subscriber_id, list_id)
+    fields = RecipientFields(
+        name=name,
+        email=email,
+        list_name=list_name,
+        unsubscribe_url=unsubscribe_url,
+        preferences_url=ctx.links.preferences(subscriber_id),
+    )
+    return Envelope(
+        to_name=name,
+        to_address=email,
+        list_id=list_id,
+        unsubscribe_url=unsubscribe_url,
+        unsubscribe_mailto=None,
+        message_id=message_id,
+        fields=fields.values(),
+    )
+
+
+def send_test(session: Session, circular_id: int, address: str, ctx: SendContext) -> None:
+    """Send the circular as it stands to one address, marked as a test; raises DeliveryError.
+
+    Its links are those of a subscriber that does not exist (id 0), so following
+    them shows a page that explains this was a test and changes nothing.
+    """
+    circular = session.get(Circular, circular_id)
+    if circular is None:
+        raise RenderError("This circular does not exist.")
+    rendered = render_send(circular, ctx)
+    session.commit()
+    prepared = prepare_message(
+        from_name=ctx.branding.name,
+        from_address=ctx.mail_from,
+        subject=f"[Test] {rendered.subject}",
+        html_template=rendered.html,
+        text_template=rendered.text,
+        attachments=[
+            AttachmentData(a.filename, a.content_type, ctx.files.read(a.sha256))
+            for a in circular.attachments
+        ],
+        list_names={0: ("test", "Test sends")},
+        domain=ctx.domain,
+    )
+    envelope = envelope_for(
+        ctx,
+        prepared,
+        message_id=new_message_id(ctx.domain, "test", circular_id),
+        subscriber_id=0,
+        list_id=0,
+        list_name="a test send (no list)",
+        name="",
+        email=address,
+    )
+    connection = ctx.messenger.connect()
+    try:
+        connection.send(ctx.mail_from, address, build_message(prepared, envelope))
+    finally:
+        connection.close()
+
+
+def _mark(session: Session, delivery_id: int, **values: object) -> None:
+    session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+    session.commit()
+
+
+def deliver_batch(
+    session: Session, send_id: int, first_id: int, last_id: int, ctx: SendContext
+) -> BatchOutcome:
+    outcome = BatchOutcome()
+    send = session.get(Send, send_id)
+    if send is None or send.status != SendStatus.RUNNING:
+        session.rollback()
+        outcome.skipped["send-not-running"] = 1
+        return outcome
+    prepared = prepared_message(session, send, ctx)
+    list_names = {item.id: item.name for item in send.lists}
+    now = utcnow()
+    rows = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.send_id == send_id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == DeliveryStatus.PENDING,
+            or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+        )
+        .values(claimed_until=now + ctx.claim_lease)
+        .returning(
+            Delivery.id,
+            Delivery.subscriber_id,
+            Delivery.list_id,
+            Delivery.email,
+            Delivery.name,
+            Delivery.attempts,
+        )
+    ).all()
+    session.commit()
+    rows.sort(key=lambda row: row.id)
+    if not rows:
+        outcome.skipped["nothing-pending"] = 1
+        finish_if_complete(session, send_id)
+        return outcome
+
+    def release(remaining: list, error: str) -> None:  # type: ignore[type-arg]
+        ids = [row.id for row in remaining]
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(claimed_until=None, last_error=error)
+        )
+        session.commit()
+        outcome.deferred += len(ids)
+
+    try:
+        connection = ctx.messenger.connect()
+    except ConnectionFailed as exc:
+        outcome.error = exc.reply
+        release(rows, exc.reply)
+        return outcome
+
+    try:
+        for index, row in enumerate(rows):
+            if row.subscriber_id is None:
+                _mark(
+                    session,
+                    row.id,
+                    status=DeliveryStatus.FAILED,
+                    last_error="subscriber deleted before sending",
+                    claimed_until=None,
+                )
+                outcome.failed += 1
+                continue
+            message = build_message(
+                prepared,
+                envelope_for(
+                    ctx,
+                    prepared,
+                    message_id=new_message_id(prepared.domain, send_id, row.id),
+                    subscriber_id=row.subscriber_id,
+                    list_id=row.list_id,
+                    list_name=list_names.get(row.list_id, ""),
+                    name=row.name,
+                    email=row.email,
+                ),
+            )
+            try:
+                connection.send(ctx.bounce_address(row.id), row.email, message)
+            except ConnectionFailed as exc:
+                # Reconnecting failed: nothing more goes through this batch now.
+                outcome.error = exc.reply
+                release(rows[index:], exc.reply)
+                break
+            except DeliveryError as exc:
+                attempts = row.attempts + 1
+                if exc.permanent or attempts >= ctx.max_attempts:
+                    _mark(
+                        session,
+                        row.id,
+                        status=DeliveryStatus.FAILED,
+                        attempts=attempts,
+                        last_error=exc.reply,
+                        claimed_until=None,
+                    )
+                    outcome.failed += 1
+                else:
+                    _mark(
+                        session, row.id, attempts=attempts, last_error=exc.reply, claimed_until=None
+                    )
+                    outcome.deferred += 1
+            else:
+                _mark(
+                    session,
+                    row.id,
+                    status=DeliveryStatus.SENT,
+                    attempts=row.attempts + 1,
+                    sent_at=utcnow(),
+                    claimed_until=None,
+                )
+                outcome.sent += 1
+    finally:
+        connection.close()
+    finish_if_complete(session, send_id)
+    return outcome
+
+
+def fail_pending(session: Session, send_id: int, first_id: int, last_id: int, reason: str) -> int:
+    """Give up on a range after its retries ran out, so the send can end and say why."""
+    count = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.send_id == send_id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == DeliveryStatus.PENDING,
+        )
+        .values(status=DeliveryStatus.FAILED, last_error=reason, claimed_until=None)
+    ).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    finish_if_complete(session, send_id)
+    return int(count)
+
+
+def finish_if_complete(session: Session, send_id: int) -> bool:
+    """Mark the send done once nothing is pending; true if this call did it."""
+
+    def counted(status: DeliveryStatus):  # type: ignore[no-untyped-def]
+        return (
+            select(func.count())
+            .where(Delivery.send_id == send_id, Delivery.status == status)
+            .scalar_subquery()
+        )
+
+    pending = exists().where(Delivery.send_id == send_id, Delivery.status == DeliveryStatus.PENDING)
+    done = session.execute(
+        update(Send)
+        .where(and_(Send.id == send_id, Send.status == SendStatus.RUNNING, ~pending))
+        .values(
+            status=SendStatus.DONE,
+            finished_at=utcnow(),
+            sent_count=counted(DeliveryStatus.SENT),
+            failed_count=counted(DeliveryStatus.FAILED),
+        )
+    ).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    return bool(done)
+
+
+def stalled_sends(session: Session, older_than: timedelta) -> list[int]:
+    """Running sends with pending rows nobody holds a claim on: a lost batch task."""
+    now = utcnow()
+    unclaimed = exists().where(
+        Delivery.send_id == Send.id,
+        Delivery.status == DeliveryStatus.PENDING,
+        or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+    )
+    ids = list(
+        session.scalars(
+            select(Send.id).where(
+                Send.status == SendStatus.RUNNING, Send.started_at < now - older_than, unclaimed
+            )
+        )
+    )
+    session.commit()
+    return ids

@@ -1,0 +1,1 @@
+"""Subscribers: addresses, signed links, imports and the subscription rules."""

@@ -1,0 +1,118 @@
+"""Putting people on lists and taking them off, with their consent respected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from ..models import (
+    MailingList,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    utcnow,
+)
+from .addresses import normalise_email
+
+
+class SubscriptionRefused(ValueError):
+    pass
+
+
+def add_to_list(
+    session: Session,
+    mailing_list: MailingList,
+    email: str,
+    *,
+    name: str = "",
+    organization: str = "",
+    language: str = "en",
+) -> tuple[Subscriber, bool]:
+    """Subscribe an address (confirmed: staff vouch for it); returns (subscriber, created).
+
+    Someone who unsubscribed is not put back by staff: they have to subscribe
+    again themselves. Raises InvalidAddress or SubscriptionRefused.
+    """
+    address = normalise_email(email)
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    created = subscriber is None
+    if subscriber is None:
+        subscriber = Subscriber(
+            email=address,
+            name=name.strip(),
+            organization=organization.strip(),
+            language=language or "en",
+        )
+        session.add(subscriber)
+        session.flush()
+    elif subscriber.status != SubscriberStatus.ACTIVE:
+        raise SubscriptionRefused(
+            f"{address} has unsubscribed from all mail; only they can subscribe again."
+        )
+    existing = session.scalar(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber.id, Subscription.list_id == mailing_list.id
+        )
+    )
+    if existing is not None:
+        if existing.status == SubscriptionStatus.UNSUBSCRIBED:
+            raise SubscriptionRefused(
+                f"{address} unsubscribed from {mailing_list.name}; only they can subscribe again."
+            )
+        raise SubscriptionRefused(f"{address} is already on {mailing_list.name}.")
+    session.add(
+        Subscription(
+            subscriber_id=subscriber.id,
+            list_id=mailing_list.id,
+            status=SubscriptionStatus.CONFIRMED,
+        )
+    )
+    session.flush()
+    return subscriber, created
+
+
+def remove_from_list(session: Session, subscriber_id: int, list_id: int) -> bool:
+    """Staff removing someone: the subscription goes; the subscriber and their history stay."""
+    result = session.execute(
+        delete(Subscription).where(
+            Subscription.subscriber_id == subscriber_id, Subscription.list_id == list_id
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class UnsubscribeResult:
+    subscriber: Subscriber
+    lists: list[MailingList]  # the lists they were taken off now (empty: already off)
+
+
+def unsubscribe(
+    session: Session, subscriber_id: int, list_id: int | None
+) -> UnsubscribeResult | None:
+    """Take a subscriber off one list (or all, with list_id None); None if unknown.
+
+    Idempotent, so a mail client's retried one-click POST changes nothing more.
+    """
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        return None
+    query = select(Subscription).where(
+        Subscription.subscriber_id == subscriber_id,
+        Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+    )
+    if list_id is not None:
+        query = query.where(Subscription.list_id == list_id)
+    left = []
+    now = utcnow()
+    for subscription in session.scalars(query):
+        subscription.status = SubscriptionStatus.UNSUBSCRIBED
+        subscription.updated_at = now
+        left.append(subscription.mailing_list)
+    if list_id is None and subscriber.status == SubscriberStatus.ACTIVE:
+        subscriber.status = SubscriberStatus.UNSUBSCRIBED
+    session.flush()
+    return UnsubscribeResult(subscriber, left)

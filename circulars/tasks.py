@@ -1,0 +1,58 @@
+"""Celery bound to the app: tasks run inside an app context and enqueue by name.
+
+The web layer and the CLI enqueue with `enqueue("circulars.start_send", id)`
+and never import the worker package; worker/tasks.py defines what the names do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask, current_app
+
+from .broker import celery_broker_options
+from .config import Settings
+from .extensions import db
+
+START_SEND = "circulars.start_send"
+DELIVER_BATCH = "circulars.deliver_batch"
+SEND_TEST = "circulars.send_test"
+SWEEP_SENDS = "circulars.sweep_sends"
+
+#: The periodic jobs, each with a stable id (the key), run by `celery beat`.
+SCHEDULE: dict[str, dict[str, Any]] = {
+    "sweep-stalled-sends": {"task": SWEEP_SENDS, "schedule": 60.0},
+}
+
+
+def celery_init_app(app: Flask, settings: Settings) -> Celery:
+    class FlaskTask(Task):  # type: ignore[misc]
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                try:
+                    return self.run(*args, **kwargs)
+                finally:
+                    db.session.remove()
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    options: dict[str, Any] = {
+        **celery_broker_options(settings.broker_url),
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": SCHEDULE,
+        "beat_schedule_filename": str(settings.instance_path / "celerybeat-schedule"),
+        "timezone": settings.timezone,
+    }
+    celery_app.config_from_object(options)
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
+
+
+def enqueue(name: str, *args: Any, **options: Any) -> None:
+    current_app.extensions["celery"].send_task(name, args=args, **options)

@@ -1,0 +1,148 @@
+"""What every page shares: the signed-in user, settings, filters, headers, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from flask import Flask, abort, current_app, render_template, request
+from flask_login import current_user, login_required
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import Select, func, select
+from werkzeug.exceptions import HTTPException
+
+from ..config import Settings
+from ..extensions import db, login_manager
+from ..models import User
+from ..storage import FileStore, format_size
+from ..wiring import branding
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings() -> Settings:
+    return current_app.extensions["circulars.settings"]  # type: ignore[no-any-return]
+
+
+def files() -> FileStore:
+    return current_app.extensions["circulars.files"]  # type: ignore[no-any-return]
+
+
+def sender_required(view: F) -> F:
+    """Only admins and senders may send or change who receives what."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.can_send():
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+@dataclass
+class Page:
+    items: list[Any]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+
+def paginate(query: Select[Any], per_page: int = 25, *, scalars: bool = True) -> Page:
+    page = request.args.get("page", 1, type=int) or 1
+    page = max(1, page)
+    total = (
+        db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    )
+    paged = query.limit(per_page).offset((page - 1) * per_page)
+    items = list(db.session.scalars(paged)) if scalars else list(db.session.execute(paged))
+    return Page(items, page, per_page, int(total))
+
+
+def register_helpers(app: Flask) -> None:
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User | None:
+        user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+        return user if user is not None and user.active else None
+
+    @app.context_processor
+    def inject() -> dict[str, Any]:
+        current = settings()
+        return {"settings": current, "org": branding(current)}
+
+    @app.template_filter("filesize")
+    def _filesize(size: int) -> str:
+        return format_size(size)
+
+    @app.template_filter("when")
+    def _when(value: Any, fmt: str = "%-d %b %Y, %H:%M") -> str:
+        if value is None:
+            return "—"
+        return str(value.astimezone(ZoneInfo(settings().timezone)).strftime(fmt))
+
+    @app.after_request
+    def security_headers(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "frame-ancestors 'self'; form-action 'self'; base-uri 'none'",
+        )
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError) -> Any:
+        return (
+            render_template(
+                "error.html",
+                code=400,
+                title="The form has expired",
+                message=(
+                    "For your security the form could not be accepted. "
+                    "Go back, reload the page and try again."
+                ),
+            ),
+            400,
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        messages = {
+            403: ("Not allowed", "Your role does not allow this. Ask an administrator."),
+            404: ("Not found", "There is nothing at this address."),
+            413: (
+                "File too large",
+                f"Uploads may be at most {format_size(settings().max_upload_size)}.",
+            ),
+        }
+        title, message = messages.get(error.code or 500, (error.name, error.description or ""))
+        return render_template(
+            "error.html", code=error.code, title=title, message=message
+        ), error.code
+
+    @app.get("/healthz")
+    def healthz() -> tuple[str, int]:
+        db.session.execute(select(1))
+        return "ok", 200

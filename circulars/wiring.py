@@ -1,0 +1,48 @@
+"""Builds the domain's service objects from the settings, for the web app and the worker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from .config import Settings
+from .mail.branding import Branding
+from .mail.transport import SmtpMessenger
+from .sending.context import SendContext
+from .storage import FileStore
+from .subscribers.links import Links
+from .subscribers.tokens import TokenSigner
+
+
+def branding(settings: Settings) -> Branding:
+    return Branding(
+        name=settings.org_name,
+        signoff=settings.org_signoff,
+        postal_address=settings.org_postal_address,
+        email=settings.org_email,
+        phone=settings.org_phone,
+        website=settings.org_website,
+        about=settings.org_about,
+        social=settings.org_social,
+        color=settings.brand_color,
+    )
+
+
+def token_signer(settings: Settings) -> TokenSigner:
+    return TokenSigner(settings.secret_key, timedelta(days=settings.unsubscribe_token_max_age_days))
+
+
+def file_store(settings: Settings) -> FileStore:
+    return FileStore(settings.uploads_path, settings.max_upload_size)
+
+
+def send_context(settings: Settings) -> SendContext:
+    return SendContext(
+        messenger=SmtpMessenger(settings.smtp_relay, timeout=settings.smtp_timeout),
+        files=file_store(settings),
+        links=Links(settings.base_url, token_signer(settings)),
+        branding=branding(settings),
+        mail_from=settings.mail_from,
+        base_url=settings.base_url,
+        batch_size=settings.send_batch_size,
+        max_attempts=settings.send_max_attempts,
+    )

@@ -1,0 +1,12 @@
+"""The Celery worker's entry point: `celery -A worker worker`, `celery -A worker beat`.
+
+It only builds the app and exposes its Celery instance; the task bodies are a
+few lines each in worker/tasks.py and call the domain's services.
+"""
+
+from circulars import create_app
+
+flask_app = create_app()
+app = flask_app.extensions["celery"]
+
+from . import tasks  # noqa: E402,F401  (registers the tasks on `app`)

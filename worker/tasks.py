@@ -1,0 +1,93 @@
+"""Thin task functions: each takes ids, calls a service, and decides about retries."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from circulars.extensions import db
+from circulars.mail.transport import DeliveryError
+from circulars.models import Send, SendStatus, utcnow
+from circulars.sending import engine
+from circulars.sending.context import SendContext
+from circulars.tasks import DELIVER_BATCH, SEND_TEST, START_SEND, SWEEP_SENDS
+
+log = logging.getLogger(__name__)
+#: How often a batch with temporary failures is tried again before its rows fail.
+BATCH_RETRIES = 8
+
+
+def _context() -> SendContext:
+    return current_app.extensions["circulars.send_context"]  # type: ignore[no-any-return]
+
+
+def _backoff(retries: int) -> float:
+    base = current_app.extensions["circulars.settings"].send_retry_delay
+    return float(min(base * 2**retries, 3600))
+
+
+@shared_task(
+    name=START_SEND,
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    max_retries=None,
+)
+def start_send(send_id: int) -> None:
+    ranges = engine.start_send(db.session, send_id, _context())
+    app = current_app.extensions["celery"]
+    for first, last in ranges:
+        app.send_task(DELIVER_BATCH, args=(send_id, first, last))
+    log.info("send %s: %s batches queued", send_id, len(ranges))
+
+
+@shared_task(name=DELIVER_BATCH, bind=True, max_retries=None)
+def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    try:
+        outcome = engine.deliver_batch(db.session, send_id, first_id, last_id, _context())
+    except OperationalError as exc:
+        # The database went away (restart, fail-over): nothing is lost, try the batch again.
+        db.session.rollback()
+        raise self.retry(exc=exc, countdown=_backoff(min(self.request.retries, 4))) from exc
+    if outcome.retry:
+        if self.request.retries >= BATCH_RETRIES:
+            reason = (
+                f"gave up after {BATCH_RETRIES + 1} tries: {outcome.error or 'temporary failures'}"
+            )
+            engine.fail_pending(db.session, send_id, first_id, last_id, reason)
+        else:
+            raise self.retry(countdown=_backoff(self.request.retries))
+    return {"sent": outcome.sent, "failed": outcome.failed, "deferred": outcome.deferred}
+
+
+@shared_task(name=SEND_TEST)
+def send_test(circular_id: int, address: str) -> None:
+    try:
+        engine.send_test(db.session, circular_id, address, _context())
+    except DeliveryError as exc:
+        # A test goes to a colleague: report it, do not retry for hours.
+        log.warning("test send of circular %s to %s failed: %s", circular_id, address, exc.reply)
+
+
+@shared_task(name=SWEEP_SENDS)
+def sweep_sends() -> int:
+    """Restart sends whose tasks were lost (broker restart, killed worker); safe to repeat."""
+    session = db.session
+    stale = utcnow() - timedelta(minutes=2)
+    queued = list(
+        session.scalars(
+            select(Send.id).where(Send.status == SendStatus.QUEUED, Send.created_at < stale)
+        )
+    )
+    stalled = engine.stalled_sends(session, timedelta(minutes=2))
+    app = current_app.extensions["celery"]
+    for send_id in queued + stalled:
+        app.send_task(START_SEND, args=(send_id,))
+    if queued or stalled:
+        log.info("sweep: restarted sends %s", queued + stalled)
+    return len(queued) + len(stalled)
