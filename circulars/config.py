@@ -106,7 +106,8 @@ def parse_base_url(value: str) -> str:
 
 def parse_address(value: str) -> str:
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        # test_environment admits *.test, for staging set-ups that never reach the internet.
+        return validate_email(value, check_deliverability=False, test_environment=True).normalized
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from exc
 
@@ -266,7 +267,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smtp_url=smtp_url,
         base_url=get("BASE_URL", parse_base_url, "http://127.0.0.1:5000"),
         secret_key=secret_key,
-        mail_from=get("MAIL_FROM", parse_address, "secretariat@circulars.localhost"),
+        mail_from=get("MAIL_FROM", parse_address, "secretariat@example.org"),
         max_upload_size=get("MAX_UPLOAD_SIZE", parse_size, 25 * 1024**2),
         timezone=get("TIMEZONE", parse_timezone, "UTC"),
         send_batch_size=get("SEND_BATCH_SIZE", parse_int(1, 10_000), 200),

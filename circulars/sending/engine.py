@@ -136,14 +136,16 @@ def pending_ranges(session: Session, send_id: int, size: int) -> Iterator[tuple[
     session.commit()
 
 
-_prepared: OrderedDict[int, PreparedMessage] = OrderedDict()
+# Keyed by id and start time: SQLite may hand a deleted send's id to a new one.
+_prepared: OrderedDict[tuple[int, object], PreparedMessage] = OrderedDict()
 
 
 def prepared_message(session: Session, send: Send, ctx: SendContext) -> PreparedMessage:
     """Encode the shared parts once per send in this process (attachments included)."""
-    cached = _prepared.get(send.id)
+    key = (send.id, send.started_at)
+    cached = _prepared.get(key)
     if cached is not None:
-        _prepared.move_to_end(send.id)
+        _prepared.move_to_end(key)
         return cached
     circular = send.circular
     assert (
@@ -164,7 +166,7 @@ def prepared_message(session: Session, send: Send, ctx: SendContext) -> Prepared
         list_names={item.id: (item.slug, item.name) for item in send.lists},
         domain=ctx.domain,
     )
-    _prepared[send.id] = prepared
+    _prepared[key] = prepared
     while len(_prepared) > 4:
         _prepared.popitem(last=False)
     return prepared
