@@ -284,7 +284,7 @@ class Auth:
 
     def create_user(
         self,
-        email: str = "editor@circulars.test",
+        email: str = "editor@example.org",
         role: str = "admin",
         password: str = "correct horse battery",
     ) -> Any:
@@ -295,7 +295,7 @@ class Auth:
         return user
 
     def login(
-        self, email: str = "editor@circulars.test", password: str = "correct horse battery"
+        self, email: str = "editor@example.org", password: str = "correct horse battery"
     ) -> Any:
         page = self.client.get("/admin/login")
         return self.client.post(

@@ -28,6 +28,17 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
 
+    # What Flask-Login asks of a user object, written out so models stay free of Flask.
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    def get_id(self) -> str:
+        return str(self.id)
+
     def can_send(self) -> bool:
         return self.role in (Role.ADMIN, Role.SENDER)
 
