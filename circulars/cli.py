@@ -356,3 +356,7 @@ def demo_command() -> None:
 
     for line in seed(_session(), current_app.extensions["circulars.files"]):
         click.echo(line)
+
+
+if __name__ == "__main__":
+    main()

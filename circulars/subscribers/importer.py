@@ -8,6 +8,7 @@ the import runs in one transaction, a refusal found late leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -62,7 +63,21 @@ class Row:
     attributes: dict[str, Any]
 
 
+def _refuse_binary(binary: IO[bytes]) -> None:
+    """Say "binary" rather than "not UTF-8" for a spreadsheet or an image sent by mistake."""
+    if not binary.seekable():
+        return
+    start = binary.tell()
+    head = binary.read(8192)
+    binary.seek(start)
+    if b"\x00" in head or head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        raise ImportRefused(
+            "The file holds binary data, not CSV text (is it a spreadsheet? Save it as CSV UTF-8)."
+        )
+
+
 def _decoded_lines(binary: IO[bytes]) -> Iterator[str]:
+    _refuse_binary(binary)
     text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")  # type: ignore[type-var]
     try:
         line = 0
@@ -81,12 +96,21 @@ def _decoded_lines(binary: IO[bytes]) -> Iterator[str]:
                 raise ImportRefused("The file holds binary data, not CSV text.")
             yield chunk
     finally:
-        text.detach()
+        # Hand the byte stream back to its owner instead of closing it with the wrapper.
+        with contextlib.suppress(ValueError):
+            text.detach()
 
 
 def read_rows(binary: IO[bytes], report: ImportReport) -> Iterator[Row]:
     """Yield valid rows; record invalid ones in `report`; raise ImportRefused for the file."""
-    reader = csv.reader(_decoded_lines(binary), strict=True)
+    lines = _decoded_lines(binary)
+    try:
+        yield from _parse(csv.reader(lines, strict=True), report)
+    finally:
+        lines.close()
+
+
+def _parse(reader: Any, report: ImportReport) -> Iterator[Row]:
     try:
         header = next(reader)
     except StopIteration:
