@@ -42,7 +42,7 @@ class Database:
     def __init__(self) -> None:
         self.engine: Engine | None = None
         self.session_factory: sessionmaker[Session] | None = None
-        self.session: scoped_session[Session] = scoped_session(self._make_session)
+        self.session: scoped_session[Session] = scoped_session(self._make_session)  # type: ignore[arg-type]
 
     def bind(self, url: str, **kwargs: Any) -> None:
         if self.engine is not None:

@@ -74,7 +74,7 @@ class Outbox:
             raw = self._maildir().get_bytes(key)
         except KeyError:
             return None
-        return email.message_from_bytes(raw, policy=email.policy.default, _class=EmailMessage)  # type: ignore[return-value]
+        return email.message_from_bytes(raw, policy=email.policy.default, _class=EmailMessage)
 
     def raw(self, key: str) -> bytes | None:
         if not re.fullmatch(r"[\w.\-]+", key):

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
@@ -260,24 +261,26 @@ def deliver_batch(
     prepared = prepared_message(session, send, ctx)
     list_names = {item.id: item.name for item in send.lists}
     now = utcnow()
-    rows = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.send_id == send_id,
-            Delivery.id.between(first_id, last_id),
-            Delivery.status == DeliveryStatus.PENDING,
-            or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+    rows = list(
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.send_id == send_id,
+                Delivery.id.between(first_id, last_id),
+                Delivery.status == DeliveryStatus.PENDING,
+                or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+            )
+            .values(claimed_until=now + ctx.claim_lease)
+            .returning(
+                Delivery.id,
+                Delivery.subscriber_id,
+                Delivery.list_id,
+                Delivery.email,
+                Delivery.name,
+                Delivery.attempts,
+            )
         )
-        .values(claimed_until=now + ctx.claim_lease)
-        .returning(
-            Delivery.id,
-            Delivery.subscriber_id,
-            Delivery.list_id,
-            Delivery.email,
-            Delivery.name,
-            Delivery.attempts,
-        )
-    ).all()
+    )
     session.commit()
     rows.sort(key=lambda row: row.id)
     if not rows:
@@ -285,7 +288,7 @@ def deliver_batch(
         finish_if_complete(session, send_id)
         return outcome
 
-    def release(remaining: list, error: str) -> None:  # type: ignore[type-arg]
+    def release(remaining: list[Any], error: str) -> None:
         ids = [row.id for row in remaining]
         session.execute(
             update(Delivery)
@@ -386,7 +389,7 @@ def fail_pending(session: Session, send_id: int, first_id: int, last_id: int, re
 def finish_if_complete(session: Session, send_id: int) -> bool:
     """Mark the send done once nothing is pending; true if this call did it."""
 
-    def counted(status: DeliveryStatus):  # type: ignore[no-untyped-def]
+    def counted(status: DeliveryStatus) -> Any:
         return (
             select(func.count())
             .where(Delivery.send_id == send_id, Delivery.status == status)

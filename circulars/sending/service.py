@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -28,7 +28,7 @@ class SendRefused(ValueError):
     """The send cannot start; the message says why in words an editor understands."""
 
 
-def recipients_query(circular_id: int, list_ids: Sequence[int]):  # type: ignore[no-untyped-def]
+def recipients_query(circular_id: int, list_ids: Sequence[int]) -> Select:
     """Who would receive the circular now: one row per subscriber, whatever the overlap.
 
     Confirmed subscriptions of active subscribers on any of the lists, less those

@@ -12,7 +12,7 @@ import contextlib
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -76,9 +76,9 @@ def _refuse_binary(binary: IO[bytes]) -> None:
         )
 
 
-def _decoded_lines(binary: IO[bytes]) -> Iterator[str]:
+def _decoded_lines(binary: IO[bytes]) -> Generator[str, None, None]:
     _refuse_binary(binary)
-    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")  # type: ignore[type-var]
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
     try:
         line = 0
         while True:
