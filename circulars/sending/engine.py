@@ -50,9 +50,12 @@ class BatchOutcome:
         return self.deferred > 0
 
 
-def render_send(circular: Circular, ctx: SendContext) -> RenderedCircular:
+def render_send(
+    circular: Circular, ctx: SendContext, number: int | None = None
+) -> RenderedCircular:
+    """Render as sent; `number` stands in for a draft's future number in previews."""
     return render_circular(
-        number=circular.number,
+        number=circular.number if circular.number is not None else number,
         title=circular.title,
         body_markdown=circular.body_markdown,
         attachments=[AttachmentInfo(a.filename, a.size) for a in circular.attachments],

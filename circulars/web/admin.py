@@ -247,14 +247,7 @@ def download_attachment(attachment_id: int) -> Any:
 
 def _preview(circular: Circular) -> tuple[str, str, str]:
     """The circular as a recipient will see it, with the signed-in user as the sample."""
-    number = circular.number if circular.number is not None else peek_next_number(db.session)
-    original = circular.number
-    circular.number = number  # only for rendering; rolled back below
-    try:
-        rendered = render_send(circular, _send_context())
-    finally:
-        circular.number = original
-        db.session.rollback()
+    rendered = render_send(circular, _send_context(), number=peek_next_number(db.session))
     first_list = circular.lists[0].name if circular.lists else "your list"
     fields = RecipientFields(
         name="Ana Sample",
