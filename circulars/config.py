@@ -58,9 +58,11 @@ def parse_smtp_url(value: str) -> SmtpRelay:
         raise ValueError("a host name is required, as in smtp://mail.example.org:25")
     security, default_port = _SMTP_SCHEMES[parts.scheme]
     try:
-        port = parts.port or default_port
+        port = parts.port if parts.port is not None else default_port
     except ValueError as exc:
         raise ValueError("the port must be a number from 1 to 65535") from exc
+    if not 1 <= port <= 65535:
+        raise ValueError("the port must be a number from 1 to 65535")
     return SmtpRelay(
         host=parts.hostname,
         port=port,
@@ -113,10 +115,19 @@ def parse_address(value: str) -> str:
 
 
 def parse_database_url(value: str) -> str:
-    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+    if not re.match(r"^(sqlite|postgres(ql)?)(\+\w+)?://", value):
         raise ValueError("must start with sqlite:// or postgresql://")
     # The bare postgresql:// scheme would pick psycopg2, which we do not ship.
     return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", value)
+
+
+def without_password(url: str) -> str:
+    """The URL with its password replaced, for messages and admin pages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def parse_broker_url(value: str) -> str:
@@ -205,9 +216,9 @@ class Settings:
         """The settings safe to show an admin (no secrets, no passwords)."""
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         shown.pop("secret_key")
-        if self.smtp_url:
-            relay = self.smtp_relay
-            shown["smtp_url"] = f"{relay.security}://{relay.host}:{relay.port}"
+        for name in ("smtp_url", "database_url", "broker_url"):
+            if shown[name]:
+                shown[name] = without_password(shown[name])
         return shown
 
 
@@ -246,7 +257,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             return parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+            shown = without_password(raw) if "://" in raw else raw
+            raise ConfigError(f"{name}={shown!r} is not valid: {exc}") from None
 
     instance_path = Path(env.get("INSTANCE_PATH") or DEFAULT_INSTANCE).resolve()
     smtp_url = env.get("SMTP_URL") or None

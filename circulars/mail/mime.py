@@ -79,6 +79,24 @@ def _address(name: str, address: str) -> str:
     return formataddr((name, address), charset="utf-8")
 
 
+def _rfc2231_param(name: str, value: str, chunk: int = 60) -> str:
+    """`name*=utf-8''…`, split into numbered continuations so no line passes 998 bytes."""
+    encoded = quote(value, safe="")
+    if len(encoded) <= chunk:
+        return f"{name}*=utf-8''{encoded}"
+    pieces = []
+    while encoded:
+        # Never cut a %XX escape in two.
+        cut = min(chunk, len(encoded))
+        while cut < len(encoded) and "%" in encoded[cut - 2 : cut]:
+            cut -= 1
+        pieces.append(encoded[:cut])
+        encoded = encoded[cut:]
+    first = f"{name}*0*=utf-8''{pieces[0]}"
+    rest = [f"{name}*{index}*={piece}" for index, piece in enumerate(pieces[1:], start=1)]
+    return f";{CRLF} ".join([first, *rest])
+
+
 def _attachment_part(boundary: str, item: AttachmentData) -> str:
     ascii_name = item.filename.isascii()
     if ascii_name and not re.search(r'["\\]', item.filename):
@@ -87,9 +105,10 @@ def _attachment_part(boundary: str, item: AttachmentData) -> str:
     else:
         # RFC 2231 for the disposition (what standards-following clients read), and an
         # RFC 2047 `name` on Content-Type for the clients that only read that one.
-        encoded_word = Header(item.filename, "utf-8").encode()
+        # One encoded word per line-safe chunk, never folded inside the quotes.
+        encoded_word = Header(item.filename, "utf-8", maxlinelen=10_000).encode(linesep=CRLF)
         name_param = f'name="{encoded_word}"'
-        file_param = f"filename*=utf-8''{quote(item.filename, safe='')}"
+        file_param = _rfc2231_param("filename", item.filename)
     body = base64.encodebytes(item.data).decode("ascii").replace("\n", CRLF)
     return (
         f"--{boundary}{CRLF}"
@@ -119,7 +138,9 @@ def prepare_message(
     list_ids = {}
     for list_id, (slug, name) in list_names.items():
         # RFC 2919: a phrase, then <list-label.domain>; the label is the slug.
-        list_ids[list_id] = encode_header("List-Id", f"{name} <{slug}.{domain}>")
+        # The <label> stays literal: filters match on it, and RFC 2047 may not encode it.
+        phrase = encode_header("List-Id", name)
+        list_ids[list_id] = f"{phrase} <{slug}.{domain}>"
     extras = "".join(encode_header(k, v) + CRLF for k, v in (extra_headers or {}).items())
     return PreparedMessage(
         from_header=f"From: {_address(from_name, from_address)}",

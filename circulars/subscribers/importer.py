@@ -8,9 +8,7 @@ the import runs in one transaction, a refusal found late leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import re
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -77,28 +75,22 @@ def _refuse_binary(binary: IO[bytes]) -> None:
 
 
 def _decoded_lines(binary: IO[bytes]) -> Generator[str, None, None]:
+    """Decode line by line, so an encoding error names the line that holds it."""
     _refuse_binary(binary)
-    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
-    try:
-        line = 0
-        while True:
-            try:
-                chunk = text.readline()
-            except UnicodeDecodeError:
-                raise ImportRefused(
-                    f"The file is not UTF-8 text (line {line + 1} has bytes that are not UTF-8). "
-                    'Save it as "CSV UTF-8" and try again.'
-                ) from None
-            if not chunk:
-                return
-            line += 1
-            if "\x00" in chunk:
-                raise ImportRefused("The file holds binary data, not CSV text.")
-            yield chunk
-    finally:
-        # Hand the byte stream back to its owner instead of closing it with the wrapper.
-        with contextlib.suppress(ValueError):
-            text.detach()
+    line = 0
+    while raw := binary.readline():
+        line += 1
+        try:
+            text = raw.decode("utf-8-sig" if line == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise ImportRefused(
+                f"The file is not UTF-8 text (line {line} has bytes that are not UTF-8). "
+                'Save it as "CSV UTF-8" and try again.'
+            ) from None
+        if "\x00" in text:
+            raise ImportRefused("The file holds binary data, not CSV text.")
+        if text:  # a file holding only a byte-order mark is empty
+            yield text
 
 
 def read_rows(binary: IO[bytes], report: ImportReport) -> Iterator[Row]:
