@@ -344,9 +344,15 @@ def capture_command(port: int | None) -> None:
 )
 def serve_command(host: str, port: int, no_demo: bool) -> None:
     """Run the whole system: web, worker, beat and (on the embedded default) mail capture."""
+    import os
+
+    from . import create_app
     from .devserver import serve
 
-    serve(current_app._get_current_object(), host=host, port=port, demo=not no_demo)  # type: ignore[attr-defined]
+    if not os.environ.get("BASE_URL"):
+        # Links in mail must point where this server listens; the worker inherits it.
+        os.environ["BASE_URL"] = f"http://{host}:{port}"
+    serve(create_app(), host=host, port=port, demo=not no_demo)
 
 
 @main.command("demo")

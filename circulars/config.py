@@ -6,9 +6,11 @@ operator learns about a typo before the first circular goes out, not after.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -236,14 +238,20 @@ def parse_social(value: str) -> tuple[tuple[str, str], ...]:
 def _secret_key(instance_path: Path) -> str:
     """Generate the key once and keep it, so sessions and links survive restarts."""
     path = instance_path / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    instance_path.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
+    if not path.exists():
+        instance_path.mkdir(parents=True, exist_ok=True)
+        # Written aside, then linked into place: several processes starting at once
+        # on a new instance all end up reading the one key that won.
+        fd, tmp = tempfile.mkstemp(dir=instance_path, prefix=".secret_key-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+            os.chmod(tmp, 0o600)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    return path.read_text().strip()
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -45,4 +45,5 @@ def send_context(settings: Settings) -> SendContext:
         base_url=settings.base_url,
         batch_size=settings.send_batch_size,
         max_attempts=settings.send_max_attempts,
+        timezone=settings.timezone,
     )

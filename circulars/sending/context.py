@@ -26,6 +26,7 @@ class SendContext:
     batch_size: int = 200
     max_attempts: int = 5
     claim_lease: timedelta = timedelta(minutes=10)
+    timezone: str = "UTC"
 
     @property
     def domain(self) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
@@ -60,7 +61,8 @@ def render_send(
         body_markdown=circular.body_markdown,
         attachments=[AttachmentInfo(a.filename, a.size) for a in circular.attachments],
         branding=ctx.branding,
-        sent_on=(circular.first_sent_at or utcnow()).date(),
+        # The date the organisation's readers see is the date where the organisation is.
+        sent_on=(circular.first_sent_at or utcnow()).astimezone(ZoneInfo(ctx.timezone)).date(),
         base_url=ctx.base_url,
     )
 

@@ -25,8 +25,8 @@ def take_next_number(session: Session, counter: str = CIRCULAR_COUNTER) -> int:
         .returning(Counter.value)
     ).scalar_one_or_none()
     if value is None:
-        # First number ever: create the row. A concurrent creator hits the primary
-        # key and its transaction retries (see sending.service.start_circular_send).
+        # The first migration creates the row; this covers a database where it was
+        # removed by hand. A concurrent creator then fails on the primary key.
         session.execute(insert(Counter).values(name=counter, value=1))
         value = 1
     return int(value)
