@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from flask.testing import FlaskClient
 from sqlalchemy import delete, text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -241,9 +242,69 @@ def app(_app: Any, smtp_server: SmtpSink) -> Iterator[Any]:
     db.session.remove()
 
 
+class IsolatedClient(FlaskClient):
+    """A test client whose every request runs as in production: in its own app context,
+    with its own `g` (where Flask-Login keeps the signed-in user) and database session.
+
+    The `app` fixture keeps one app context pushed for the whole test, and Flask reuses
+    it for requests made in the same thread, so without this every request would share
+    the test's session (stale relationships) and `g` (a cookie-less client would be
+    served as whoever signed in before). Each request therefore runs in a thread of its
+    own; the test's transaction is committed first (SQLite admits one writer at a time)
+    and the test's objects are expired afterwards, so they show what the request stored.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        _db().session.commit()
+        kwargs.setdefault("buffered", True)
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["response"] = FlaskClient.open(self, *args, **kwargs)
+            except BaseException as exc:  # re-raised in the test's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        _db().session.expire_all()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["response"]
+
+
+def _db() -> Any:
+    from circulars.extensions import db
+
+    return db
+
+
 @pytest.fixture
-def client(app: Any) -> Any:
-    return app.test_client()
+def client(app: Any) -> IsolatedClient:
+    return IsolatedClient(app, app.response_class)
+
+
+@pytest.fixture
+def fresh_client(app: Any) -> IsolatedClient:
+    """A client with no cookies, as a mail provider's one-click POST arrives."""
+    return IsolatedClient(app, app.response_class, use_cookies=False)
+
+
+@pytest.fixture
+def enqueued(app: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
+    """Tasks handed to Celery, recorded instead of queued.
+
+    No stray task then outlives the test and reaches a worker started later, where
+    SQLite's reused ids could make it act on another test's rows.
+    """
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def record(name: str, args: tuple[Any, ...] = (), **_options: Any) -> None:
+        calls.append((name, tuple(args)))
+
+    monkeypatch.setattr(app.extensions["celery"], "send_task", record)
+    return calls
 
 
 @pytest.fixture
