@@ -34,6 +34,9 @@ PG_ADMIN_URL = os.environ.get(
     "TEST_DATABASE_URL_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# Databases 9..15 are handed out one per test run, so runs side by side on one
+# machine never share a broker queue (a worker of one run would eat the other's tasks).
+REDIS_TEST_DBS = range(9, 16)
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 
 
@@ -151,6 +154,22 @@ def _redis_available() -> bool:
         return False
 
 
+def _claim_redis_db(request: pytest.FixtureRequest) -> str:
+    """A Redis database of our own for this run (see REDIS_TEST_DBS); released at the end."""
+    import redis
+
+    if "TEST_REDIS_URL" in os.environ:
+        return REDIS_URL
+    base = REDIS_URL.rsplit("/", 1)[0]
+    locks = redis.Redis.from_url(f"{base}/0")
+    for number in REDIS_TEST_DBS:
+        key = f"circulars-test-run:{number}"
+        if locks.set(key, os.getpid(), nx=True, ex=1800):
+            request.addfinalizer(lambda key=key: locks.delete(key))
+            return f"{base}/{number}"
+    pytest.fail("every Redis test database (9-15) is taken by another test run", pytrace=False)
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, smtp_server: SmtpSink
@@ -183,13 +202,14 @@ def stack(
     import psycopg
     import redis
 
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis_url = _claim_redis_db(request)
+    redis.Redis.from_url(redis_url).flushdb()
     name = f"circulars_test_{secrets.token_hex(4)}"
     with psycopg.connect(_pg_admin_dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     env["DATABASE_URL"] = f"{base}/{name}"
-    env["CELERY_BROKER_URL"] = REDIS_URL
+    env["CELERY_BROKER_URL"] = redis_url
     env["STACK"] = "postgres"
     yield env
     with psycopg.connect(_pg_admin_dsn(), autocommit=True) as conn:

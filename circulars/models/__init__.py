@@ -2,7 +2,18 @@
 
 from .base import Base, utcnow
 from .circulars import Attachment, Circular, CircularStatus, Counter, circular_lists
+from .consent import (
+    ConsentAction,
+    ConsentEvent,
+    ImportJob,
+    ImportStatus,
+    Suppression,
+    SuppressionKind,
+    SuppressionOverride,
+    SuppressionReason,
+)
 from .lists import (
+    DeliveryMode,
     MailingList,
     Subscriber,
     SubscriberStatus,
@@ -16,10 +27,15 @@ __all__ = [
     "Attachment",
     "Base",
     "Circular",
+    "ConsentAction",
+    "ConsentEvent",
     "CircularStatus",
     "Counter",
     "Delivery",
+    "DeliveryMode",
     "DeliveryStatus",
+    "ImportJob",
+    "ImportStatus",
     "MailingList",
     "Role",
     "Send",
@@ -28,6 +44,10 @@ __all__ = [
     "SubscriberStatus",
     "Subscription",
     "SubscriptionStatus",
+    "Suppression",
+    "SuppressionKind",
+    "SuppressionOverride",
+    "SuppressionReason",
     "User",
     "circular_lists",
     "send_lists",

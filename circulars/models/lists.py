@@ -20,6 +20,8 @@ class MailingList(Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     public: Mapped[bool] = mapped_column(default=True)
+    # Sent once, after a subscriber confirms; empty means no welcome mail.
+    welcome_message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -29,8 +31,18 @@ class SubscriberStatus(StrEnum):
     BLOCKED = "blocked"
 
 
+def _domain_of_email(context: Any) -> str:
+    # Filled from the email on ORM inserts; multi-row bulk INSERTs must pass `domain` themselves.
+    return str(context.get_current_parameters().get("email") or "").rpartition("@")[2]
+
+
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    __table_args__ = (
+        # Keyset pagination under a language filter, and domain suppression in the snapshot.
+        Index("ix_subscribers_language_id", "language", "id"),
+        Index("ix_subscribers_status_id", "status", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Stored normalised (see subscribers.addresses.normalise_email), so unique means unique.
@@ -40,6 +52,14 @@ class Subscriber(Base):
     organization: Mapped[str] = mapped_column(String(200), default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(JsonData, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.ACTIVE)
+    # The part after "@", kept so domain suppression is an index lookup, not a LIKE.
+    domain: Mapped[str] = mapped_column(String(255), default=_domain_of_email, index=True)
+    # Nothing is sent until then (the preference centre's "pause").
+    paused_until: Mapped[datetime | None]
+    # Last confirmation mail; a second one within the cool-down is not sent (no mail storms).
+    confirmation_sent_at: Mapped[datetime | None]
+    # Staff lifted a domain suppression for this address (see suppression_overrides).
+    suppression_exempt: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -54,19 +74,31 @@ class SubscriptionStatus(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
 
 
+class DeliveryMode(StrEnum):
+    """How a subscriber takes a list: each circular as it goes out, or a digest."""
+
+    EVERY = "every"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+
 class Subscription(Base):
     __tablename__ = "subscriptions"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "list_id"),
         Index("ix_subscriptions_list_status", "list_id", "status"),
+        Index("ix_subscriptions_list_subscriber", "list_id", "subscriber_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16), default=SubscriptionStatus.CONFIRMED)
+    delivery: Mapped[str] = mapped_column(String(16), default=DeliveryMode.EVERY)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    confirmed_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
     mailing_list: Mapped[MailingList] = relationship()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..models import (
     Circular,
     CircularStatus,
     Delivery,
+    DeliveryMode,
     DeliveryStatus,
     MailingList,
     Send,
@@ -19,6 +20,8 @@ from ..models import (
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
+    Suppression,
+    SuppressionKind,
     utcnow,
 )
 from .numbering import take_next_number
@@ -34,7 +37,22 @@ def recipients_query(circular_id: int, list_ids: Sequence[int]) -> Select:
     Confirmed subscriptions of active subscribers on any of the lists, less those
     who already got this circular in an earlier send. The lowest list id is the
     list the message is sent "through" (List-Id, one-click unsubscribe).
+
+    Digest readers (weekly, monthly) get it in their digest instead; paused
+    subscribers get nothing until their pause ends; suppressed addresses and
+    domains (unless staff exempted the address) are never mailed.
     """
+    now = utcnow()
+    address_suppressed = (
+        select(Suppression.id)
+        .where(Suppression.kind == SuppressionKind.ADDRESS, Suppression.value == Subscriber.email)
+        .exists()
+    )
+    domain_suppressed = (
+        select(Suppression.id)
+        .where(Suppression.kind == SuppressionKind.DOMAIN, Suppression.value == Subscriber.domain)
+        .exists()
+    )
     already = (
         select(Delivery.id)
         .join(Send, Send.id == Delivery.send_id)
@@ -56,7 +74,11 @@ def recipients_query(circular_id: int, list_ids: Sequence[int]) -> Select:
         .where(
             Subscription.list_id.in_(list_ids),
             Subscription.status == SubscriptionStatus.CONFIRMED,
+            Subscription.delivery == DeliveryMode.EVERY,
             Subscriber.status == SubscriberStatus.ACTIVE,
+            or_(Subscriber.paused_until.is_(None), Subscriber.paused_until <= now),
+            ~address_suppressed,
+            or_(Subscriber.suppression_exempt, ~domain_suppressed),
             ~already,
         )
         .group_by(Subscriber.id, Subscriber.email, Subscriber.name)

@@ -199,6 +199,7 @@ def import_subscribers(
                 [
                     {
                         "email": row.email,
+                        "domain": row.email.rpartition("@")[2],
                         "name": row.name,
                         "language": row.language,
                         "organization": row.organization,

@@ -7,12 +7,12 @@ from typing import Any
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from ..extensions import csrf, db
-from ..models import MailingList, Subscriber, Subscription, SubscriptionStatus
-from ..subscribers.links import PREFERENCES_PATH, UNSUBSCRIBE_PATH
-from ..subscribers.service import unsubscribe
-from ..subscribers.tokens import SubscriberToken, TokenError, TokenSigner
-from .forms import ConfirmForm
+from ...extensions import csrf, db
+from ...models import MailingList, Subscriber, Subscription, SubscriptionStatus
+from ...subscribers.links import PREFERENCES_PATH, UNSUBSCRIBE_PATH
+from ...subscribers.service import unsubscribe
+from ...subscribers.tokens import SubscriberToken, TokenError, TokenSigner
+from ..forms import ConfirmForm
 
 bp = Blueprint("public", __name__)
 

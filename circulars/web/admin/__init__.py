@@ -21,11 +21,11 @@ from flask_login import current_user, login_required
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
-from ..extensions import db
-from ..mail.outbox import Outbox
-from ..mail.personalise import RecipientFields, fill
-from ..mail.render import RenderError
-from ..models import (
+from ...extensions import db
+from ...mail.outbox import Outbox
+from ...mail.personalise import RecipientFields, fill
+from ...mail.render import RenderError
+from ...models import (
     Attachment,
     Circular,
     Delivery,
@@ -38,16 +38,16 @@ from ..models import (
     SubscriptionStatus,
     utcnow,
 )
-from ..sending.context import SendContext
-from ..sending.engine import render_send
-from ..sending.numbering import peek_next_number
-from ..sending.service import SendRefused, count_recipients, create_send, send_progress
-from ..storage import EmptyUpload, UploadTooLarge
-from ..subscribers.addresses import InvalidAddress
-from ..subscribers.importer import ImportRefused, import_subscribers
-from ..subscribers.service import SubscriptionRefused, add_to_list, remove_from_list
-from ..tasks import SEND_TEST, START_SEND, enqueue
-from .forms import (
+from ...sending.context import SendContext
+from ...sending.engine import render_send
+from ...sending.numbering import peek_next_number
+from ...sending.service import SendRefused, count_recipients, create_send, send_progress
+from ...storage import EmptyUpload, UploadTooLarge
+from ...subscribers.addresses import InvalidAddress
+from ...subscribers.importer import ImportRefused, import_subscribers
+from ...subscribers.service import SubscriptionRefused, add_to_list, remove_from_list
+from ...tasks import SEND_TEST, START_SEND, enqueue
+from ..forms import (
     AttachmentForm,
     CircularForm,
     ConfirmForm,
@@ -57,7 +57,7 @@ from .forms import (
     SubscriberForm,
     TestSendForm,
 )
-from .helpers import files, paginate, sender_required, settings
+from ..helpers import files, paginate, sender_required, settings
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
