@@ -48,7 +48,9 @@ def free_port() -> int:
 
 
 def run(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(CIRCULARS + args, env=env, cwd=ROOT, text=True, capture_output=True, **kwargs)
+    result = subprocess.run(
+        CIRCULARS + args, env=env, cwd=ROOT, text=True, capture_output=True, **kwargs
+    )
     if result.returncode not in (0,):
         print(result.stdout, result.stderr, file=sys.stderr)
         raise SystemExit(f"circulars {' '.join(args)} failed with {result.returncode}")
@@ -81,7 +83,9 @@ def main() -> None:
         import redis
 
         database = f"circulars_bench_{secrets.token_hex(4)}"
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
         redis.Redis.from_url("redis://127.0.0.1:6379/8").flushdb()
         env["DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
@@ -93,7 +97,8 @@ def main() -> None:
         run(["lists", "create", "members", "--name", "Members"], env)
         people = workdir / "people.csv"
         people.write_text(
-            "email,name\n" + "".join(f"p{i}@example.org,Person {i}\n" for i in range(options.recipients)),
+            "email,name\n"
+            + "".join(f"p{i}@example.org,Person {i}\n" for i in range(options.recipients)),
             encoding="utf-8",
         )
         run(["subscribers", "import", str(people), "--list", "members"], env)
@@ -102,29 +107,67 @@ def main() -> None:
         attachment = workdir / "statement.pdf"
         attachment.write_bytes(os.urandom(options.attachment_kb * 1024))
         created = run(
-            ["circulars", "create", "--title", "Benchmark", "--body", str(body), "--attach", str(attachment), "--list", "members"],
+            [
+                "circulars",
+                "create",
+                "--title",
+                "Benchmark",
+                "--body",
+                str(body),
+                "--attach",
+                str(attachment),
+                "--list",
+                "members",
+            ],
             env,
         )
         circular_id = created.stdout.strip()
 
         log = (workdir / "worker.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "--concurrency", "2", "--loglevel", "WARNING"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "WARNING",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         time.sleep(6)  # let the worker connect before the clock starts
 
         started = time.monotonic()
-        result = subprocess.run(CIRCULARS + ["send", circular_id, "--wait"], env=env, cwd=ROOT, text=True, capture_output=True)
+        result = subprocess.run(
+            CIRCULARS + ["send", circular_id, "--wait"],
+            env=env,
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+        )
         elapsed = time.monotonic() - started
         time.sleep(0.5)
         counts = sink.recipients
         once = sum(1 for value in counts.values() if value == 1)
         print(f"stack: {options.stack}")
         print(f"recipients: {options.recipients}, attachment: {options.attachment_kb} KB")
-        print(f"send --wait exit status: {result.returncode}; {result.stdout.strip().splitlines()[-1]}")
+        print(
+            f"send --wait exit status: {result.returncode};",
+            result.stdout.strip().splitlines()[-1],
+        )
         print(f"elapsed: {elapsed:.2f} s ({options.recipients / elapsed:.0f} messages/s)")
-        print(f"arrived: {sum(counts.values())} messages to {len(counts)} addresses; exactly once: {once}")
+        print(
+            f"arrived: {sum(counts.values())} messages to {len(counts)} addresses;",
+            f"exactly once: {once}",
+        )
         if once != options.recipients or len(counts) != options.recipients:
             raise SystemExit("some subscriber did not get exactly one message")
     finally:
@@ -135,7 +178,9 @@ def main() -> None:
         if database:
             import psycopg
 
-            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+            with psycopg.connect(
+                "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True
+            ) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
