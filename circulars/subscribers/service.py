@@ -8,18 +8,26 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..models import (
+    ConsentAction,
+    ConsentEvent,
     MailingList,
     Subscriber,
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
+    SuppressionKind,
     utcnow,
 )
 from .addresses import normalise_email
+from .suppression import describe, is_suppressed, lift_for
 
 
 class SubscriptionRefused(ValueError):
-    pass
+    """Staff may not add this address; `overridable` when an override with a reason may."""
+
+    def __init__(self, message: str, *, overridable: bool = False) -> None:
+        super().__init__(message)
+        self.overridable = overridable
 
 
 def add_to_list(
@@ -30,13 +38,26 @@ def add_to_list(
     name: str = "",
     organization: str = "",
     language: str = "en",
+    override_reason: str | None = None,
+    user_id: int | None = None,
 ) -> tuple[Subscriber, bool]:
     """Subscribe an address (confirmed: staff vouch for it); returns (subscriber, created).
 
-    Someone who unsubscribed is not put back by staff: they have to subscribe
-    again themselves. Raises InvalidAddress or SubscriptionRefused.
+    Someone who unsubscribed, or whose address or domain is on the suppression
+    list, is not put back by staff unless they give `override_reason`: the
+    override is recorded with `user_id` (suppression.lift_for). Raises
+    InvalidAddress or SubscriptionRefused.
     """
     address = normalise_email(email)
+    override = (override_reason or "").strip()
+    suppression = is_suppressed(session, address)
+    if suppression is not None and not override:
+        raise SubscriptionRefused(
+            f"{address} is on the suppression list ({describe(suppression)}"
+            + (f": {suppression.value}" if suppression.kind == SuppressionKind.DOMAIN else "")
+            + "). Add it anyway only with a reason, which is recorded.",
+            overridable=True,
+        )
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
     created = subscriber is None
     if subscriber is None:
@@ -48,10 +69,15 @@ def add_to_list(
         )
         session.add(subscriber)
         session.flush()
-    elif subscriber.status != SubscriberStatus.ACTIVE:
+    elif subscriber.status != SubscriberStatus.ACTIVE and not override:
         raise SubscriptionRefused(
             f"{address} has unsubscribed from all mail; only they can subscribe again."
+            if subscriber.status == SubscriberStatus.UNSUBSCRIBED
+            else f"{address} is blocked.",
+            overridable=True,
         )
+    if override and (suppression is not None or subscriber.status != SubscriberStatus.ACTIVE):
+        lift_for(session, address, user_id=user_id, reason=override, list_id=mailing_list.id)
     existing = session.scalar(
         select(Subscription).where(
             Subscription.subscriber_id == subscriber.id, Subscription.list_id == mailing_list.id
@@ -68,6 +94,17 @@ def add_to_list(
             subscriber_id=subscriber.id,
             list_id=mailing_list.id,
             status=SubscriptionStatus.CONFIRMED,
+        )
+    )
+    # Staff vouch for this person's consent: the record says who, and any override why.
+    session.add(
+        ConsentEvent(
+            subscriber_id=subscriber.id,
+            list_id=mailing_list.id,
+            action=ConsentAction.ADDED_BY_STAFF,
+            actor_id=user_id,
+            source="admin",
+            detail=f"added despite the suppression list: {override}" if override else None,
         )
     )
     session.flush()
