@@ -190,6 +190,17 @@ class Settings:
     org_social: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     brand_color: str = "#1f4e79"
     log_level: str = "INFO"
+    # Subscribing (double opt-in) and its abuse protection.
+    confirm_token_max_age_days: int = 7
+    confirmation_cooldown_minutes: int = 10
+    confirmation_mails_per_hour: int = 500
+    unconfirmed_purge_days: int = 30
+    subscribe_consent_text: str = ""
+    subscribe_rate_limit: str = "10 per minute; 100 per day"
+    embed_allowed_origins: tuple[str, ...] = ()
+    ratelimit_enabled: bool = True
+    ratelimit_storage_url: str = "memory://"
+    trusted_proxies: int = 0
 
     @property
     def capture_mail(self) -> bool:
@@ -218,7 +229,7 @@ class Settings:
         """The settings safe to show an admin (no secrets, no passwords)."""
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         shown.pop("secret_key")
-        for name in ("smtp_url", "database_url", "broker_url"):
+        for name in ("smtp_url", "database_url", "broker_url", "ratelimit_storage_url"):
             if shown[name]:
                 shown[name] = without_password(shown[name])
         return shown
@@ -308,6 +319,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         org_social=get("ORG_SOCIAL", parse_social, ()),
         brand_color=get("BRAND_COLOR", parse_color, "#1f4e79"),
         log_level=get("LOG_LEVEL", _parse_log_level, "INFO"),
+        confirm_token_max_age_days=get("CONFIRM_TOKEN_MAX_AGE_DAYS", parse_int(1, 365), 7),
+        confirmation_cooldown_minutes=get(
+            "CONFIRMATION_COOLDOWN_MINUTES", parse_int(0, 24 * 60), 10
+        ),
+        confirmation_mails_per_hour=get(
+            "CONFIRMATION_MAILS_PER_HOUR", parse_int(1, 1_000_000), 500
+        ),
+        unconfirmed_purge_days=get("UNCONFIRMED_PURGE_DAYS", parse_int(1, 3650), 30),
+        subscribe_consent_text=get(
+            "SUBSCRIBE_CONSENT_TEXT",
+            parse_consent_text,
+            default_consent_text(env.get("ORG_NAME") or "Circulars"),
+        ),
+        subscribe_rate_limit=get(
+            "SUBSCRIBE_RATE_LIMIT", parse_rate_limit, "10 per minute; 100 per day"
+        ),
+        embed_allowed_origins=get("EMBED_ALLOWED_ORIGINS", parse_origins, ()),
+        ratelimit_enabled=get("RATELIMIT_ENABLED", parse_bool, True),
+        ratelimit_storage_url=get(
+            "RATELIMIT_STORAGE_URL",
+            parse_ratelimit_storage_url,
+            _default_ratelimit_storage(env.get("CELERY_BROKER_URL", "")),
+        ),
+        trusted_proxies=get("TRUSTED_PROXIES", parse_int(0, 10), 0),
     )
 
 
@@ -315,3 +350,60 @@ def _parse_log_level(value: str) -> str:
     if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
     return value.upper()
+
+
+def default_consent_text(org_name: str) -> str:
+    return (
+        f"I agree that {org_name} sends me the circulars of the lists I chose and keeps my "
+        "address, my choices and this consent for that purpose. I can unsubscribe at any "
+        "time with the link in every email."
+    )
+
+
+def parse_consent_text(value: str) -> str:
+    text = " ".join(value.split())
+    if len(text) > 2000:
+        raise ValueError("must be at most 2000 characters")
+    return text
+
+
+def parse_rate_limit(value: str) -> str:
+    """Flask-Limiter's notation: `10 per minute; 100 per day`."""
+    from limits import parse_many
+
+    try:
+        if not parse_many(value):
+            raise ValueError
+    except ValueError:
+        raise ValueError("write limits such as '10 per minute; 100 per day'") from None
+    return value
+
+
+def parse_origins(value: str) -> tuple[str, ...]:
+    """Origins (`https://partner.example`), separated by commas or spaces."""
+    origins = []
+    for item in value.replace(",", " ").split():
+        parts = urlsplit(item)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path.strip("/")
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                f"{item!r} is not an origin; write https://host[:port], separated by commas"
+            )
+        origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return tuple(origins)
+
+
+def parse_ratelimit_storage_url(value: str) -> str:
+    if not re.match(r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://", value):
+        raise ValueError("must be memory://, a redis:// or rediss:// URL, or memcached://")
+    return value
+
+
+def _default_ratelimit_storage(broker_url: str) -> str:
+    # Counters must be shared by every web process: the broker's Redis when there is one.
+    return broker_url if broker_url.startswith(("redis://", "rediss://")) else "memory://"

@@ -31,6 +31,11 @@ def token_signer(settings: Settings) -> TokenSigner:
     return TokenSigner(settings.secret_key, timedelta(days=settings.unsubscribe_token_max_age_days))
 
 
+def confirm_token_signer(settings: Settings) -> TokenSigner:
+    """Confirmation links expire sooner than the links in circulars (CONFIRM_TOKEN_MAX_AGE_DAYS)."""
+    return TokenSigner(settings.secret_key, timedelta(days=settings.confirm_token_max_age_days))
+
+
 def file_store(settings: Settings) -> FileStore:
     return FileStore(settings.uploads_path, settings.max_upload_size)
 
