@@ -55,6 +55,9 @@ def build_app(environ: Mapping[str, str] | None = None) -> Flask:
     )
     csrf.init_app(app)
     login_manager.init_app(app)
+    from .web.i18n import init_i18n
+
+    init_i18n(app)
     celery_init_app(app, settings)
 
     from .web import register_web
