@@ -82,6 +82,10 @@ class SubscriberForm(FlaskForm):
             Regexp(r"^[a-z]{2,3}(-[a-zA-Z0-9]{2,8})?$", message="A code such as en, fr or ar."),
         ],
     )
+    # Shown only after a refusal for a suppressed address; recorded as an override.
+    override_reason = StringField(
+        "Add anyway — reason", validators=[Optional(), Length(max=500), single_line]
+    )
 
 
 class ImportForm(FlaskForm):

@@ -501,6 +501,8 @@ def add_subscriber(slug: str) -> Any:
                 name=form.name.data or "",
                 organization=form.organization.data or "",
                 language=form.language.data or "en",
+                override_reason=form.override_reason.data or None,
+                user_id=current_user.id,
             )
         except InvalidAddress as exc:
             db.session.rollback()
@@ -508,6 +510,8 @@ def add_subscriber(slug: str) -> Any:
         except SubscriptionRefused as exc:
             db.session.rollback()
             form.email.errors.append(str(exc))
+            # A second step: the form comes back with a reason field to add anyway.
+            form.offer_override = exc.overridable  # type: ignore[attr-defined]
         else:
             db.session.commit()
             flash(f"Added {subscriber.email} to {mailing_list.name}.", "success")
