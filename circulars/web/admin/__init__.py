@@ -44,7 +44,6 @@ from ...sending.numbering import peek_next_number
 from ...sending.service import SendRefused, count_recipients, create_send, send_progress
 from ...storage import EmptyUpload, UploadTooLarge
 from ...subscribers.addresses import InvalidAddress
-from ...subscribers.importer import ImportRefused, import_subscribers
 from ...subscribers.service import SubscriptionRefused, add_to_list, remove_from_list
 from ...tasks import SEND_TEST, START_SEND, enqueue
 from ..forms import (
@@ -533,28 +532,6 @@ def remove_subscriber(slug: str, subscriber_id: int) -> Any:
     return redirect(url_for("admin.show_list", slug=slug, page=request.args.get("page", 1)))
 
 
-@bp.post("/lists/<slug>/import")
-@sender_required
-def import_list(slug: str) -> Any:
-    mailing_list = _list_or_404(slug)
-    form = ImportForm()
-    if not form.validate_on_submit():
-        return _render_list(mailing_list, SubscriberForm(), form, status=400)
-    try:
-        report = import_subscribers(db.session, form.file.data.stream, mailing_list)
-    except ImportRefused as exc:
-        db.session.rollback()
-        form.file.errors.append(f"Nothing was imported: {exc}")
-        return _render_list(mailing_list, SubscriberForm(), form, status=400)
-    db.session.commit()
-    flash(
-        f"Imported: {report.subscribed} added to the list ({report.added} new subscribers), "
-        f"{report.already} already on it, {len(report.rejected)} rows rejected.",
-        "success" if not report.rejected else "warning",
-    )
-    return _render_list(mailing_list, SubscriberForm(), ImportForm(), report=report)
-
-
 # --- outbox (embedded default) ----------------------------------------------------------
 
 
@@ -630,3 +607,6 @@ def outbox_clear() -> Any:
         count = _outbox().clear()
         flash(f"Removed {count} captured messages.", "success")
     return redirect(url_for("admin.outbox"))
+
+
+from . import imports, suppressions  # noqa: E402,F401
