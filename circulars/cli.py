@@ -135,33 +135,65 @@ def subscribers() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write rejected rows to this CSV.",
 )
-def subscribers_import(file: Path, slug: str, report: Path | None) -> None:
-    """Import FILE.csv (columns email,name,language,organization; others kept as attributes)."""
+@click.option(
+    "--override-suppression",
+    "override_reason",
+    metavar="REASON",
+    help="Add suppressed addresses anyway; REASON is recorded with each one.",
+)
+def subscribers_import(
+    file: Path, slug: str, report: Path | None, override_reason: str | None
+) -> None:
+    """Import FILE.csv (columns email,name,language,organization; others kept as attributes).
+
+    Runs as an import job (listed in the admin under Imports), in this process.
+    """
+    import contextlib
     import csv
 
-    from .subscribers.importer import ImportRefused, import_subscribers
+    from .subscribers.import_jobs import create_job, run_job
+    from .subscribers.importer import RejectedRow
 
+    if override_reason is not None and not override_reason.strip():
+        fail("--override-suppression needs a reason.")
     mailing_list = _list_by_slug(slug)
     session = _session()
-    with file.open("rb") as handle:
-        try:
-            result = import_subscribers(session, handle, mailing_list)
-        except ImportRefused as exc:
-            session.rollback()
-            fail(f"{file.name}: nothing imported. {exc}")
+    settings = current_app.extensions["circulars.settings"]
+    job = create_job(
+        session,
+        list_id=mailing_list.id,
+        filename=file.name,
+        stored_path=file.resolve(),
+        size=file.stat().st_size,
+        override_reason=override_reason,
+    )
     session.commit()
-    for row in result.rejected:
-        click.echo(f"{file.name}:{row.line}: {row.email or '(no address)'}: {row.reason}", err=True)
-    if report is not None:
-        with report.open("w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out)
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if report is not None:
+            writer = csv.writer(stack.enter_context(report.open("w", newline="", encoding="utf-8")))
             writer.writerow(["line", "email", "reason"])
-            writer.writerows((row.line, row.email, row.reason) for row in result.rejected)
+
+        def rejected(row: RejectedRow) -> None:
+            click.echo(
+                f"{file.name}:{row.line}: {row.email or '(no address)'}: {row.reason}", err=True
+            )
+            if writer is not None:
+                writer.writerow([row.line, row.email, row.reason])
+
+        outcome = run_job(session, job.id, settings.instance_path, on_reject=rejected)
+    if outcome is None or outcome.report is None:
+        if report is not None:
+            report.unlink(missing_ok=True)
+        fail(f"{file.name}: nothing imported. {outcome.error if outcome else 'job not run'}")
+    result = outcome.report
     click.echo(
-        f"Imported into {mailing_list.slug}: {result.subscribed} subscribed "
+        f"Imported into {mailing_list.slug} (import #{job.id}): {result.subscribed} subscribed "
         f"({result.added} new), {result.already} already on the list, "
         f"{result.kept_unsubscribed} had unsubscribed and were left out, "
-        f"{result.duplicates} duplicate rows, {len(result.rejected)} rejected."
+        f"{result.suppressed} suppressed and left out"
+        + (f" ({result.overridden} added anyway by override)" if result.overridden else "")
+        + f", {result.duplicates} duplicate rows, {result.invalid} rejected."
     )
 
 

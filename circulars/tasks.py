@@ -19,10 +19,17 @@ START_SEND = "circulars.start_send"
 DELIVER_BATCH = "circulars.deliver_batch"
 SEND_TEST = "circulars.send_test"
 SWEEP_SENDS = "circulars.sweep_sends"
+RUN_IMPORT = "circulars.run_import"
+SWEEP_IMPORTS = "circulars.sweep_imports"
+SEND_CONFIRMATION = "circulars.send_confirmation"
+SEND_WELCOME = "circulars.send_welcome"
+PURGE_UNCONFIRMED = "circulars.purge_unconfirmed"
 
 #: The periodic jobs, each with a stable id (the key), run by `celery beat`.
 SCHEDULE: dict[str, dict[str, Any]] = {
     "sweep-stalled-sends": {"task": SWEEP_SENDS, "schedule": 60.0},
+    "sweep-stalled-imports": {"task": SWEEP_IMPORTS, "schedule": 300.0},
+    "purge-unconfirmed-subscriptions": {"task": PURGE_UNCONFIRMED, "schedule": 24 * 3600.0},
 }
 
 

@@ -70,8 +70,12 @@ def test_import_reports_bad_rows_with_line_numbers_and_keeps_the_good(runner, se
         'Org "Quoted"',
         {"country": "France"},
     )
-    assert report.read_text(encoding="utf-8").splitlines()[0] == "line,email,reason"
-    assert len(report.read_text(encoding="utf-8").splitlines()) == 4
+    lines = report.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "line,email,reason"
+    # Every line left out, in file order; a duplicate names the line that won.
+    assert [line.split(",")[0] for line in lines[1:]] == ["3", "4", "5", "6"]
+    assert lines[2] == "4,ana@example.org,duplicate of line 2"
+    assert "people.csv:4: ana@example.org: duplicate of line 2" in result.output
 
 
 @pytest.mark.parametrize(
