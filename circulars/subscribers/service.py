@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -16,10 +17,11 @@ from ..models import (
     Subscription,
     SubscriptionStatus,
     SuppressionKind,
+    SuppressionReason,
     utcnow,
 )
-from .addresses import normalise_email
-from .suppression import describe, is_suppressed, lift_for
+from .addresses import InvalidAddress, normalise_email
+from .suppression import describe, is_suppressed, lift_for, suppress
 
 
 class SubscriptionRefused(ValueError):
@@ -132,7 +134,9 @@ def unsubscribe(
 ) -> UnsubscribeResult | None:
     """Take a subscriber off one list (or all, with list_id None); None if unknown.
 
-    Idempotent, so a mail client's retried one-click POST changes nothing more.
+    Leaving everything also suppresses the address (reason `unsubscribed`), so no
+    import or staff action quietly puts it back. Idempotent, so a mail client's
+    retried one-click POST changes nothing more.
     """
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
@@ -148,8 +152,13 @@ def unsubscribe(
     for subscription in session.scalars(query):
         subscription.status = SubscriptionStatus.UNSUBSCRIBED
         subscription.updated_at = now
+        subscription.unsubscribed_at = now
         left.append(subscription.mailing_list)
-    if list_id is None and subscriber.status == SubscriberStatus.ACTIVE:
-        subscriber.status = SubscriberStatus.UNSUBSCRIBED
+    if list_id is None:
+        if subscriber.status == SubscriberStatus.ACTIVE:
+            subscriber.status = SubscriberStatus.UNSUBSCRIBED
+        # An address stored before validation tightened cannot be suppressed; they are off anyway.
+        with contextlib.suppress(InvalidAddress):
+            suppress(session, email=subscriber.email, reason=SuppressionReason.UNSUBSCRIBED)
     session.flush()
     return UnsubscribeResult(subscriber, left)
