@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from flask import Flask, abort, current_app, render_template, request
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import Select, func, select
@@ -118,8 +119,8 @@ def register_helpers(app: Flask) -> None:
             render_template(
                 "error.html",
                 code=400,
-                title="The form has expired",
-                message=(
+                title=_("The form has expired"),
+                message=_(
                     "For your security the form could not be accepted. "
                     "Go back, reload the page and try again."
                 ),
@@ -129,12 +130,20 @@ def register_helpers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
+        # Public pages show these too, in the reader's language (admin pages are English).
         messages = {
-            403: ("Not allowed", "Your role does not allow this. Ask an administrator."),
-            404: ("Not found", "There is nothing at this address."),
+            403: (_("Not allowed"), _("Your role does not allow this. Ask an administrator.")),
+            404: (_("Not found"), _("There is nothing at this address.")),
             413: (
-                "File too large",
-                f"Uploads may be at most {format_size(settings().max_upload_size)}.",
+                _("File too large"),
+                _(
+                    "Uploads may be at most %(size)s.",
+                    size=format_size(settings().max_upload_size),
+                ),
+            ),
+            429: (
+                _("Too many requests"),
+                _("Please wait a few minutes, then try again."),
             ),
         }
         title, message = messages.get(error.code or 500, (error.name, error.description or ""))

@@ -46,6 +46,20 @@ SESSION_KEY = "lang"
 babel = Babel()
 
 
+def N_(text: str) -> str:  # noqa: N802  (the name gettext tools know)
+    """Mark a text for extraction without translating it now; it is translated where shown."""
+    return text
+
+
+# English texts raised by the domain packages (which cannot import Flask-Babel)
+# and shown on public pages through ``{{ _(message) }}``: marked here so that
+# ``make translations`` extracts them.
+DOMAIN_TEXTS = (
+    N_("This link has expired."),
+    N_("This link is not valid."),
+)
+
+
 def is_public_request() -> bool:
     """True on the subscriber-facing pages (the only ones translated)."""
     return has_request_context() and request.blueprint in PUBLIC_BLUEPRINTS
