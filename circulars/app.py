@@ -9,9 +9,9 @@ from types import SimpleNamespace
 from flask import Flask
 
 from .config import PROJECT_ROOT, load_settings
-from .extensions import csrf, db, login_manager, migrate
+from .extensions import csrf, db, limiter, login_manager, migrate
 from .tasks import celery_init_app
-from .wiring import file_store, send_context, token_signer
+from .wiring import confirm_token_signer, file_store, send_context, token_signer
 
 
 def build_app(environ: Mapping[str, str] | None = None) -> Flask:
@@ -32,11 +32,22 @@ def build_app(environ: Mapping[str, str] | None = None) -> Flask:
         REMEMBER_COOKIE_SECURE=settings.base_url.startswith("https://"),
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead; long drafts must not fail on save
         PREFERRED_URL_SCHEME="https" if settings.base_url.startswith("https://") else "http",
+        RATELIMIT_ENABLED=settings.ratelimit_enabled,
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
+        RATELIMIT_HEADERS_ENABLED=True,  # Retry-After on a 429
     )
+    if settings.trusted_proxies:
+        # Only then is X-Forwarded-For believed: the address consent records and limits use.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
     app.extensions["circulars.settings"] = settings
     app.extensions["circulars.send_context"] = send_context(settings)
     app.extensions["circulars.files"] = file_store(settings)
     app.extensions["circulars.tokens"] = token_signer(settings)
+    app.extensions["circulars.confirm_tokens"] = confirm_token_signer(settings)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -55,6 +66,7 @@ def build_app(environ: Mapping[str, str] | None = None) -> Flask:
     )
     csrf.init_app(app)
     login_manager.init_app(app)
+    limiter.init_app(app)
     from .web.i18n import init_i18n
 
     init_i18n(app)

@@ -255,6 +255,10 @@ def app(_app: Any, smtp_server: SmtpSink) -> Iterator[Any]:
     """The app of the current stack, with empty tables before each test."""
     _empty_tables(_app)
     smtp_server.reset()
+    from circulars.extensions import limiter
+
+    if limiter.enabled:
+        limiter.reset()  # rate-limit counters (subscribe per IP, confirmation cap) start at zero
     with _app.app_context():
         yield _app
     from circulars.extensions import db

@@ -10,3 +10,4 @@ flask_app = create_app()
 app = flask_app.extensions["celery"]
 
 from . import tasks  # noqa: E402,F401  (registers the tasks on `app`)
+from . import subscribe_tasks  # noqa: E402,F401  (confirmation and welcome mails, purge)

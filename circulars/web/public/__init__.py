@@ -121,3 +121,6 @@ def preferences(token: str) -> Any:
         token=token,
         confirmed=SubscriptionStatus.CONFIRMED,
     )
+
+
+from . import subscribe  # noqa: E402,F401  (subscribe page, embed form, confirmation)
