@@ -4,6 +4,7 @@ honeypot, per-IP limit, per-address cool-down, global cap), on both stacks."""
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 import time
@@ -800,3 +801,94 @@ def test_purge_removes_stale_unconfirmed_requests_only(app, client, session, lis
         .all()
     )
     assert len(requests) == 3 and requests.count(None) == 1
+
+
+# --- admin -----------------------------------------------------------------------------------
+
+
+def test_admin_edits_description_public_flag_and_welcome_message(auth, client, session, lists):
+    auth.create_user()
+    auth.login()
+    url = "/admin/lists/partners/settings"
+
+    page = client.get("/admin/lists/partners")
+    assert url in page.text and "no welcome message" in page.text
+    response = auth.post_form(
+        url,
+        url,
+        {"description": "For partners", "public": "", "welcome_message": "  Hello *partners*  "},
+    )
+
+    assert response.status_code == 302
+    session.expire_all()
+    partners = session.get(MailingList, lists["partners"].id)
+    assert partners.description == "For partners"
+    assert partners.public is False
+    assert partners.welcome_message == "Hello *partners*"
+    assert "Settings of Partners saved." in client.get("/admin/lists/partners").text
+    assert "Partners" not in client.get("/subscribe").text.split("<main", 1)[1]
+
+
+def test_list_settings_refuse_bad_input_and_need_csrf(auth, client, session, lists):
+    auth.create_user()
+    auth.login()
+    url = "/admin/lists/members/settings"
+
+    too_long = auth.post_form(url, url, {"description": "x" * 2001, "public": "y"})
+    no_token = client.post(url, data={"description": "changed", "public": "y"})
+
+    assert too_long.status_code == 400
+    assert "Field cannot be longer than 2000 characters." in too_long.text
+    assert no_token.status_code == 400
+    session.expire_all()
+    assert session.get(MailingList, lists["members"].id).description == (
+        "Circulars for member organisations"
+    )
+
+
+def test_list_settings_are_for_senders_only(auth, client, session, lists):
+    auth.create_user(role="editor")
+    auth.login()
+    assert client.get("/admin/lists/members/settings").status_code == 403
+
+
+def test_subscribe_form_page_shows_the_snippet_escaped(auth, client, session, lists):
+    session.add(MailingList(slug="news", name="News <& views>"))
+    session.commit()
+    auth.create_user(role="editor")
+    auth.login()
+
+    page = client.get("/admin/subscribe-form")
+
+    assert page.status_code == 200
+    assert 'href="/admin/subscribe-form"' in page.text  # in the navigation
+    assert "http://circulars.test/subscribe" in page.text
+    snippet = re.search(r"<pre[^>]*><code>(.*?)</code></pre>", page.text, re.S).group(1)
+    assert "<" not in snippet  # shown as text, to copy
+    pasted = html.unescape(snippet)
+    assert '<form method="post" action="http://circulars.test/subscribe/embed"' in pasted
+    assert 'name="website"' in pasted and "Leave this field empty" in pasted
+    assert 'value="members"' in pasted and 'value="partners"' in pasted
+    assert 'value="board"' not in pasted  # private
+    assert "News &lt;&amp; views&gt;" in pasted  # the list name is escaped inside the snippet
+    assert "csrf" not in pasted
+
+
+def test_the_pasted_snippet_subscribes(app, auth, client, session, lists, enqueued):
+    auth.create_user()
+    auth.login()
+    page = client.get("/admin/subscribe-form")
+    pasted = html.unescape(
+        re.search(r"<pre[^>]*><code>(.*?)</code></pre>", page.text, re.S).group(1)
+    )
+    names = set(re.findall(r'name="([a-z]+)"', pasted))
+    assert names == {"email", "name", "lists", "website"}
+
+    response = embed_post(
+        app,
+        {"email": "ana@example.org", "name": "", "lists": ["partners"], "website": ""},
+        Referer="https://partner.example/",
+    )
+
+    assert response.status_code == 200
+    assert statuses(session, "ana@example.org") == {"partners": UNCONFIRMED}
