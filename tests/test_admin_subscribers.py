@@ -7,17 +7,20 @@ from __future__ import annotations
 import html
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from sqlalchemy import func, select
 
 from circulars.models import (
     Circular,
+    ConsentAction,
+    ConsentEvent,
     MailingList,
     Subscriber,
     SubscriberStatus,
     Subscription,
+    SubscriptionStatus,
     Suppression,
     SuppressionOverride,
     User,
@@ -231,3 +234,218 @@ def test_editors_see_the_list_but_cannot_change_it(auth, client, session):
     assert refused.status_code == 403
     assert client.get(f"/admin/suppressions/{row.id}/remove").status_code == 403
     assert count(session, Suppression) == 1
+
+
+# --- subscribers: search, filters, keyset pages, detail --------------------------------------
+
+
+def emails_on(page_text: str) -> list[str]:
+    return re.findall(r'<td><a href="/admin/subscribers/\d+">([^<]+)</a></td>', page_text)
+
+
+@pytest.fixture
+def crowd(session):
+    members = make_list(session, "members", "Members")
+    partners = make_list(session, "partners", "Partners")
+    for n in range(120):
+        person, _ = add_to_list(
+            session,
+            members if n % 2 == 0 else partners,
+            f"p{n:03d}@{'ngo' if n % 3 == 0 else 'example'}.org",
+            name=f"Person {n:03d}",
+            organization="Caritas" if n % 10 == 0 else "Red Cross",
+            language="fr" if n % 4 == 0 else "en",
+        )
+        person.attributes = {"country": "Kenya" if n % 5 == 0 else "Chile"}
+    session.commit()
+    return members, partners
+
+
+def test_keyset_pages_through_the_web_show_everyone_once(admin, client, session, crowd):
+    seen: list[str] = []
+    url = "/admin/subscribers"
+    pages = 0
+    while url:
+        page = client.get(url)
+        assert page.status_code == 200
+        seen += emails_on(page.text)
+        pages += 1
+        found = re.search(r'<a href="([^"]+)" rel="next">', page.text)
+        url = html.unescape(found.group(1)) if found else ""
+    assert pages == 3
+    assert len(seen) == len(set(seen)) == 120
+    assert seen[0] == "p119@example.org"  # newest first
+
+    last = client.get(
+        f"/admin/subscribers?after={session.scalar(select(func.min(Subscriber.id))) + 20}"
+    )
+    back = re.search(r'<a href="([^"]+)" rel="prev">', last.text)
+    previous = client.get(html.unescape(back.group(1)))
+    assert len(emails_on(previous.text)) == 50
+
+
+def test_search_and_filters_through_the_web(admin, client, session, crowd):
+    members, _partners = crowd
+    assert emails_on(client.get("/admin/subscribers?q=p007@").text) == ["p007@example.org"]
+    assert len(emails_on(client.get("/admin/subscribers?q=%40ngo.org").text)) == 40
+    assert emails_on(client.get("/admin/subscribers?q=person+042").text) == ["p042@ngo.org"]
+    caritas = client.get("/admin/subscribers?q=caritas&order=oldest")
+    assert emails_on(caritas.text)[:2] == ["p000@ngo.org", "p010@example.org"]
+    assert "12 subscribers" in caritas.text
+    on_members = client.get(f"/admin/subscribers?list={members.id}&language=fr&order=oldest")
+    assert emails_on(on_members.text)[:3] == [
+        "p000@ngo.org",
+        "p004@example.org",
+        "p008@example.org",
+    ]
+    assert "30 subscribers" in on_members.text
+    kenya = client.get("/admin/subscribers?attribute=country%3DKenya")
+    assert "24 subscribers" in kenya.text
+    none = client.get("/admin/subscribers?q=nobody-at-all")
+    assert "No subscriber matches these filters." in none.text
+    bad = client.get("/admin/subscribers?status=zombie&language=fr")
+    assert bad.status_code == 200
+    assert "Choose active, unsubscribed or blocked." in bad.text
+    assert "30 subscribers" in bad.text  # the language filter still applies
+
+
+def test_subscriber_detail_shows_profile_lists_consent_and_suppression(admin, client, session):
+    members = make_list(session)
+    staff = session.scalars(select(User)).one()
+    person, _ = add_to_list(
+        session, members, "ana@example.org", name="Ana", language="pt", user_id=staff.id
+    )
+    person.attributes = {"country": "Brazil"}
+    suppress(session, domain="example.org", reason="blocked")
+    session.commit()
+    page = client.get(f"/admin/subscribers/{person.id}")
+    assert page.status_code == 200
+    text = html.unescape(page.text)
+    for expected in (
+        "ana@example.org",
+        "Brazil",
+        "Members",
+        "every circular",
+        "added by staff",
+        "by admin@example.org",
+        "On the suppression list (domain example.org: blocked by the secretariat)",
+        "Nothing sent to this address yet.",
+    ):
+        assert expected in text, expected
+    assert client.get("/admin/subscribers/999999").status_code == 404
+
+
+# --- bulk actions ------------------------------------------------------------------------------
+
+
+def confirmation(client: Any, query: dict[str, Any]) -> Any:
+    page = client.get("/admin/subscribers/bulk?" + urlencode(query))
+    assert page.status_code == 200, page.text
+    return page
+
+
+def confirm_it(client: Any, page: Any) -> Any:
+    """Press the button on the confirmation page, sending its hidden fields as a browser does."""
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page.text))
+    form = {key: html.unescape(value) for key, value in form.items()}
+    form["csrf_token"] = csrf_token(page.text)
+    return client.post("/admin/subscribers/bulk", data=form)
+
+
+def bulk(admin: Any, client: Any, query: dict[str, Any]) -> tuple[Any, Any]:
+    """Open the confirmation page, then confirm it: (confirmation, result)."""
+    page = confirmation(client, query)
+    return page, confirm_it(client, page)
+
+
+def affected(confirm: Any) -> str:
+    found = re.search(r'<p class="big" id="affected">(.*?)</p>', confirm.text, re.S)
+    assert found
+    return html.unescape(found.group(1))
+
+
+def test_bulk_add_to_a_list_skips_the_suppressed_and_counts_them(admin, client, session, crowd):
+    members, partners = crowd
+    suppress(session, email="p001@example.org", reason="hard_bounce")  # on partners
+    suppress(session, domain="ngo.org", reason="blocked")
+    session.commit()
+    # Everyone on partners (odd numbers: 60), to members as well.
+    confirm = confirmation(client, {"list": partners.id, "action": "add", "target": members.id})
+    # 60 on partners; 20 of them at ngo.org (suppressed domain) and p001: 21 suppressed.
+    assert 'The filter matches <strong id="matched">60</strong>' in confirm.text
+    assert affected(confirm) == "39 will be added to Members."
+    assert "21 on the suppression list" in confirm.text
+    assert count(session, Subscription) == 120  # the confirmation page changed nothing
+    done = confirm_it(client, confirm)
+    assert done.status_code == 302
+    message = flashes(client.get(path_of(done)).text)
+    assert "Added 39 subscribers to Members. Skipped: 21 suppressed." in message
+    assert count(session, Subscription, Subscription.list_id == members.id) == 60 + 39
+    staff_adds = count(session, ConsentEvent, ConsentEvent.source == "admin: bulk add")
+    assert staff_adds == 39
+
+    again = confirmation(client, {"list": partners.id, "action": "add", "target": members.id})
+    assert affected(again) == "0 will be added to Members."
+    assert "39 already on it." in again.text
+
+
+def test_bulk_remove_and_unsubscribe_from_a_list(admin, client, session, crowd):
+    members, _partners = crowd
+    confirm, done = bulk(
+        admin, client, {"q": "caritas", "action": "unsubscribe", "target": members.id}
+    )
+    # Caritas: every 10th person (12); the even ones (all of them) are on members.
+    assert affected(confirm) == "12 will be unsubscribed from Members."
+    assert done.status_code == 302
+    statuses = session.scalars(
+        select(Subscription.status).join(Subscriber).where(Subscriber.organization == "Caritas")
+    ).all()
+    assert statuses == [SubscriptionStatus.UNSUBSCRIBED] * 12
+    assert count(session, ConsentEvent, ConsentEvent.action == ConsentAction.LEFT) == 12
+
+    confirm, done = bulk(
+        admin, client, {"language": "fr", "action": "remove", "target": members.id}
+    )
+    assert affected(confirm) == "30 will be removed from Members."
+    assert done.status_code == 302
+    assert count(session, Subscription, Subscription.list_id == members.id) == 30
+    assert count(session, Subscriber) == 120  # people stay
+
+
+def test_bulk_unsubscribe_from_everything_suppresses(admin, client, session, crowd):
+    confirm, done = bulk(admin, client, {"q": "@ngo.org", "action": "unsubscribe", "target": "all"})
+    assert affected(confirm) == "40 will be unsubscribed from every list."
+    assert done.status_code == 302
+    assert count(session, Subscriber, Subscriber.status == SubscriberStatus.UNSUBSCRIBED) == 40
+    assert count(session, Suppression, Suppression.reason == "unsubscribed") == 40
+    assert is_suppressed(session, "p003@ngo.org") is not None
+    assert count(session, Subscription, Subscription.status == "confirmed") == 80
+
+
+def test_bulk_action_needs_a_list_and_a_token(admin, client, session, crowd):
+    members, _ = crowd
+    missing = client.get("/admin/subscribers/bulk?action=add")
+    assert missing.status_code == 302
+    assert "Choose the list to add them to." in flashes(client.get(path_of(missing)).text)
+    forged = client.post(
+        "/admin/subscribers/bulk", data={"action": "remove", "target": str(members.id)}
+    )
+    assert forged.status_code == 400
+    assert count(session, Subscription) == 120
+
+
+def test_editors_cannot_run_bulk_actions(auth, client, session, crowd):
+    members, _ = crowd
+    sign_in(auth, "editor")
+    page = client.get("/admin/subscribers")
+    assert page.status_code == 200 and "Everyone matching" not in page.text
+    assert (
+        client.get(f"/admin/subscribers/bulk?action=remove&target={members.id}").status_code == 403
+    )
+    refused = auth.post_form(
+        "/admin/circulars/new",
+        "/admin/subscribers/bulk",
+        {"action": "remove", "target": str(members.id)},
+    )
+    assert refused.status_code == 403
+    assert count(session, Subscription) == 120

@@ -1,0 +1,363 @@
+"""Bulk actions on everyone a filter matches: add to a list, remove, unsubscribe.
+
+Set-based and chunked: the matching ids are walked in id order, a few
+thousand at a time, and each chunk is one INSERT … SELECT or UPDATE per
+table, never a statement per subscriber. `on_chunk` lets the caller commit
+after each chunk, so a million rows never sit in one transaction (and SQLite's
+single writer lock is released between chunks). Every action is idempotent, so
+running it again after an interruption finishes the job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..models import (
+    ConsentAction,
+    ConsentEvent,
+    DeliveryMode,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionKind,
+    SuppressionReason,
+    utcnow,
+)
+from .search import SubscriberFilter, suppressed_condition
+from .suppression import hash_value
+
+CHUNK = 5000
+# Writes go through the Core connection, and an INSERT … SELECT asks for `preserve_rowcount`:
+# without it SQLAlchemy reports -1 for inserts on PostgreSQL.
+
+
+class BulkAction(StrEnum):
+    ADD = "add"  # to a list, confirmed (staff vouch), skipping the suppressed
+    REMOVE = "remove"  # the subscription row goes; history stays
+    UNSUBSCRIBE = "unsubscribe"  # from one list, or from everything (list None)
+
+
+@dataclass
+class BulkResult:
+    """What happened (or, from `preview`, what would), by reason."""
+
+    matched: int = 0  # subscribers the filter matched
+    changed: int = 0  # added, removed or unsubscribed
+    already: int = 0  # already on the list / not on it / already unsubscribed
+    suppressed: int = 0  # add: on the suppression list, skipped
+    inactive: int = 0  # add: unsubscribed from everything or blocked, skipped
+    left: int = 0  # add: left this list themselves, not put back
+    seconds: float = 0.0
+
+
+def _id_chunks(session: Session, query_filter: SubscriberFilter, size: int) -> Iterator[list[int]]:
+    """The matching ids in ascending order, `size` at a time (keyset, no OFFSET)."""
+    last = 0
+    while True:
+        ids = list(
+            session.scalars(
+                query_filter.ids().where(Subscriber.id > last).order_by(Subscriber.id).limit(size)
+            )
+        )
+        if not ids:
+            return
+        yield ids
+        last = ids[-1]
+        if len(ids) < size:
+            return
+
+
+def _on_list(list_id: int) -> Exists:
+    return (
+        select(Subscription.id)
+        .where(Subscription.subscriber_id == Subscriber.id, Subscription.list_id == list_id)
+        .exists()
+    )
+
+
+def _total(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _add_counts(list_id: int) -> list[ColumnElement[Any]]:
+    """For an add: matched, suppressed, inactive, left, already (one aggregate row)."""
+    suppressed = suppressed_condition()
+    active = Subscriber.status == SubscriberStatus.ACTIVE
+    left = (
+        select(Subscription.id)
+        .where(
+            Subscription.subscriber_id == Subscriber.id,
+            Subscription.list_id == list_id,
+            Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
+        )
+        .exists()
+    )
+    on_list = _on_list(list_id)
+    return [
+        func.count(),
+        _total(suppressed),
+        _total(and_(~suppressed, ~active)),
+        _total(and_(~suppressed, active, left)),
+        _total(and_(~suppressed, active, on_list, ~left)),
+    ]
+
+
+def _subscription_counts(list_id: int | None) -> list[ColumnElement[Any]]:
+    """For remove/unsubscribe: matched, on the list (any status), still subscribed, active."""
+    on_any = select(Subscription.id).where(Subscription.subscriber_id == Subscriber.id)
+    if list_id is not None:
+        on_any = on_any.where(Subscription.list_id == list_id)
+    still = on_any.where(Subscription.status != SubscriptionStatus.UNSUBSCRIBED)
+    return [
+        func.count(),
+        _total(on_any.exists()),
+        _total(still.exists()),
+        _total(Subscriber.status == SubscriberStatus.ACTIVE),
+    ]
+
+
+def preview(
+    session: Session, query_filter: SubscriberFilter, action: BulkAction, list_id: int | None
+) -> BulkResult:
+    """What `run` would do now, counted in one query over the whole filter result."""
+    result = BulkResult()
+    if action == BulkAction.ADD:
+        assert list_id is not None
+        row = session.execute(select(*_add_counts(list_id)).where(*query_filter.conditions())).one()
+        result.matched, result.suppressed, result.inactive, result.left, result.already = map(
+            int, row
+        )
+        result.changed = (
+            result.matched - result.suppressed - result.inactive - result.left - result.already
+        )
+        return result
+    row = session.execute(
+        select(*_subscription_counts(list_id)).where(*query_filter.conditions())
+    ).one()
+    matched, on_list, still, active = map(int, row)
+    result.matched = matched
+    changed = on_list if action == BulkAction.REMOVE else still if list_id else active
+    result.changed, result.already = changed, matched - changed
+    return result
+
+
+def run(
+    session: Session,
+    query_filter: SubscriberFilter,
+    action: BulkAction,
+    list_id: int | None,
+    *,
+    user_id: int | None,
+    on_chunk: Callable[[BulkResult], None] | None = None,
+    chunk_size: int = CHUNK,
+) -> BulkResult:
+    """Apply the action to every subscriber the filter matches, chunk by chunk.
+
+    Staff actions are recorded as consent events with `actor_id` (added by
+    staff, left a list, unsubscribed from everything). Unsubscribing from
+    everything also suppresses the addresses, as a person's own does.
+    """
+    if action in (BulkAction.ADD, BulkAction.REMOVE) and list_id is None:
+        raise ValueError(f"{action} needs a list")
+    started = time.perf_counter()
+    result = BulkResult()
+    for ids in _id_chunks(session, query_filter, chunk_size):
+        result.matched += len(ids)
+        if action == BulkAction.ADD:
+            assert list_id is not None
+            _add_chunk(session, ids, list_id, user_id, result)
+        elif action == BulkAction.REMOVE:
+            assert list_id is not None
+            removed = (
+                session.connection()
+                .execute(
+                    delete(Subscription).where(
+                        Subscription.list_id == list_id, Subscription.subscriber_id.in_(ids)
+                    )
+                )
+                .rowcount
+            )
+            result.changed += int(removed)
+            result.already += len(ids) - int(removed)
+        else:
+            _unsubscribe_chunk(session, ids, list_id, user_id, result)
+        session.flush()
+        if on_chunk is not None:
+            on_chunk(result)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _add_chunk(
+    session: Session, ids: list[int], list_id: int, user_id: int | None, result: BulkResult
+) -> None:
+    in_chunk = Subscriber.id.in_(ids)
+    row = session.execute(select(*_add_counts(list_id)).where(in_chunk)).one()
+    _matched, suppressed, inactive, left, already = map(int, row)
+    result.suppressed += suppressed
+    result.inactive += inactive
+    result.left += left
+    result.already += already
+    eligible = (
+        Subscriber.id.in_(ids),
+        Subscriber.status == SubscriberStatus.ACTIVE,
+        ~suppressed_condition(),
+        ~_on_list(list_id),
+    )
+    now = utcnow()
+    # The consent record first, while "not yet on the list" still picks exactly these people.
+    session.connection().execute(
+        insert(ConsentEvent).from_select(
+            ["subscriber_id", "list_id", "action", "occurred_at", "actor_id", "source"],
+            select(
+                Subscriber.id,
+                literal(list_id),
+                literal(ConsentAction.ADDED_BY_STAFF.value),
+                literal(now, ConsentEvent.occurred_at.type),
+                literal(user_id, ConsentEvent.actor_id.type),
+                literal("admin: bulk add"),
+            ).where(*eligible),
+        )
+    )
+    added = (
+        session.connection()
+        .execute(
+            insert(Subscription)
+            .from_select(
+                [
+                    "subscriber_id",
+                    "list_id",
+                    "status",
+                    "delivery",
+                    "created_at",
+                    "updated_at",
+                    "confirmed_at",
+                ],
+                select(
+                    Subscriber.id,
+                    literal(list_id),
+                    literal(SubscriptionStatus.CONFIRMED.value),
+                    literal(DeliveryMode.EVERY.value),
+                    literal(now, Subscription.created_at.type),
+                    literal(now, Subscription.updated_at.type),
+                    literal(now, Subscription.created_at.type),
+                ).where(*eligible),
+            )
+            .execution_options(preserve_rowcount=True)
+        )
+        .rowcount
+    )
+    result.changed += int(added)
+
+
+def _unsubscribe_chunk(
+    session: Session, ids: list[int], list_id: int | None, user_id: int | None, result: BulkResult
+) -> None:
+    now = utcnow()
+    still = and_(
+        Subscription.subscriber_id.in_(ids),
+        Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+    )
+    if list_id is not None:
+        still = and_(still, Subscription.list_id == list_id)
+    # One consent event per subscription left (list) or per person (everything).
+    if list_id is not None:
+        session.connection().execute(
+            insert(ConsentEvent).from_select(
+                ["subscriber_id", "list_id", "action", "occurred_at", "actor_id", "source"],
+                select(
+                    Subscription.subscriber_id,
+                    Subscription.list_id,
+                    literal(ConsentAction.LEFT.value),
+                    literal(now, ConsentEvent.occurred_at.type),
+                    literal(user_id, ConsentEvent.actor_id.type),
+                    literal("admin: bulk unsubscribe"),
+                ).where(still),
+            )
+        )
+    changed = (
+        session.connection()
+        .execute(
+            update(Subscription)
+            .where(still)
+            .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        .rowcount
+    )
+    if list_id is not None:
+        # One subscription per person and list, so rows changed are people changed.
+        result.changed += int(changed)
+        result.already += len(ids) - int(changed)
+        return
+    active = and_(Subscriber.id.in_(ids), Subscriber.status == SubscriberStatus.ACTIVE)
+    emails = list(session.scalars(select(Subscriber.email).where(active)))
+    session.connection().execute(
+        insert(ConsentEvent).from_select(
+            ["subscriber_id", "list_id", "action", "occurred_at", "actor_id", "source"],
+            select(
+                Subscriber.id,
+                null(),
+                literal(ConsentAction.UNSUBSCRIBED_ALL.value),
+                literal(now, ConsentEvent.occurred_at.type),
+                literal(user_id, ConsentEvent.actor_id.type),
+                literal("admin: bulk unsubscribe"),
+            ).where(active),
+        )
+    )
+    session.connection().execute(
+        update(Subscriber)
+        .where(active)
+        .values(status=SubscriberStatus.UNSUBSCRIBED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    _suppress_many(session, emails, user_id)
+    result.changed += len(emails)
+    result.already += len(ids) - len(emails)
+
+
+def _suppress_many(session: Session, emails: list[str], user_id: int | None) -> None:
+    """Address suppressions (reason `unsubscribed`) for many addresses in one statement;
+    an address already suppressed keeps its entry."""
+    if not emails:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "kind": SuppressionKind.ADDRESS.value,
+            "value": email,
+            "value_hash": hash_value(email),
+            "reason": SuppressionReason.UNSUBSCRIBED.value,
+            "note": "unsubscribed by staff (bulk)",
+            "created_by_id": user_id,
+            "created_at": now,
+        }
+        for email in emails
+    ]
+    dialect = session.get_bind().dialect.name
+    statement = (
+        postgresql.insert(Suppression) if dialect == "postgresql" else sqlite.insert(Suppression)
+    ).on_conflict_do_nothing(index_elements=["kind", "value_hash"])
+    session.connection().execute(statement, rows)
