@@ -610,4 +610,5 @@ def outbox_clear() -> Any:
 
 
 from . import imports, suppressions  # noqa: E402,F401
+from . import subscribers  # noqa: E402,F401
 from . import list_settings  # noqa: E402,F401  (list settings, the subscribe form snippet)
