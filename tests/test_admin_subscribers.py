@@ -449,3 +449,16 @@ def test_editors_cannot_run_bulk_actions(auth, client, session, crowd):
     )
     assert refused.status_code == 403
     assert count(session, Subscription) == 120
+
+
+def test_export_of_a_filter_result(admin, client, session, crowd):
+    pytest.importorskip("circulars.subscribers.export")
+    confirm = confirmation(client, {"q": "caritas", "action": "export"})
+    assert affected(confirm) == "12 subscribers will be exported."
+    link = re.search(r'href="(/admin/subscribers/export\.csv[^"]*)"', confirm.text)
+    download = client.get(html.unescape(link.group(1)))
+    assert download.status_code == 200
+    assert download.mimetype == "text/csv"
+    lines = download.text.strip().splitlines()
+    assert len(lines) == 13  # header and the 12 Caritas people
+    assert all("Caritas" in line for line in lines[1:])
