@@ -892,3 +892,47 @@ def test_the_pasted_snippet_subscribes(app, auth, client, session, lists, enqueu
 
     assert response.status_code == 200
     assert statuses(session, "ana@example.org") == {"partners": UNCONFIRMED}
+
+
+# --- the client address behind proxies ----------------------------------------------------------
+
+PROXY_PROBE = """
+import json, sys
+from circulars import create_app
+app = create_app(json.loads(sys.argv[1]))
+client = app.test_client()
+codes = [
+    client.post("/subscribe/embed", data={}, headers={"X-Forwarded-For": ip}).status_code
+    for ip in ("203.0.113.1", "203.0.113.1", "203.0.113.2")
+]
+print(json.dumps(codes))
+"""
+
+
+@pytest.mark.parametrize(("proxies", "expected"), [("0", [200, 429, 429]), ("1", [200, 429, 200])])
+def test_client_address_comes_from_x_forwarded_for_only_behind_trusted_proxies(
+    tmp_path, proxies, expected
+):
+    """In a process of its own: building a second app here would rebind the test app's database."""
+    import json
+    import subprocess
+    import sys
+
+    env = {
+        "INSTANCE_PATH": str(tmp_path),
+        "SECRET_KEY": "s" * 32,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+        "SUBSCRIBE_RATE_LIMIT": "1 per minute",
+        "RATELIMIT_STORAGE_URL": "memory://",
+        "TRUSTED_PROXIES": proxies,
+        "LOG_LEVEL": "ERROR",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", PROXY_PROBE, json.dumps(env)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
