@@ -214,12 +214,12 @@ def test_preferences_page_lists_the_subscriptions(app, client, ana):
     subscriber, _members, _partners = ana
     page = client.get(f"/preferences/{make_token(app, 'preferences', subscriber.id)}")
     assert page.status_code == 200
-    assert "For <strong>ana@example.org</strong> (Ana)." in page.text
-    assert re.findall(r"<li>\s*<span>([^<]+)</span>", page.text) == [
+    assert "For <strong>ana@example.org</strong>." in page.text
+    assert re.findall(r'<strong class="list-name">([^<]+)</strong>', page.text) == [
         "Member organisations",
         "Partners",
     ]
-    assert "Unsubscribe from everything" in page.text
+    assert "Leave everything" in page.text
 
 
 def test_preferences_unsubscribe_from_one_list(app, client, session, ana):
@@ -227,11 +227,11 @@ def test_preferences_unsubscribe_from_one_list(app, client, session, ana):
     url = f"/preferences/{make_token(app, 'preferences', subscriber.id)}"
     page = client.get(url)
     response = client.post(
-        url, data={"list_id": str(members.id), "csrf_token": csrf_token(page.text)}
+        f"{url}/lists/{members.id}", data={"action": "leave", "csrf_token": csrf_token(page.text)}
     )
     assert response.status_code == 302
     page = client.get(url)
-    assert "You are unsubscribed from Member organisations." in page.text
+    assert "You left Member organisations." in page.text
     assert statuses(session, subscriber.id) == {"members": UNSUBSCRIBED, "partners": CONFIRMED}
     assert subscriber_status(session, subscriber.id) == SubscriberStatus.ACTIVE
 
@@ -239,12 +239,12 @@ def test_preferences_unsubscribe_from_one_list(app, client, session, ana):
 def test_preferences_unsubscribe_from_everything(app, client, session, ana):
     subscriber, _members, _partners = ana
     url = f"/preferences/{make_token(app, 'preferences', subscriber.id)}"
-    page = client.get(url)
-    response = client.post(url, data={"action": "leave-all", "csrf_token": csrf_token(page.text)})
+    page = client.get(f"{url}/leave")
+    response = client.post(f"{url}/leave", data={"csrf_token": csrf_token(page.text)})
     assert response.status_code == 302
     assert response.headers["Location"] == url
     page = client.get(url)
-    assert "You are unsubscribed from all lists." in page.text
+    assert "You left all our lists." in page.text
     assert statuses(session, subscriber.id) == {"members": UNSUBSCRIBED, "partners": UNSUBSCRIBED}
     assert subscriber_status(session, subscriber.id) == SubscriberStatus.UNSUBSCRIBED
 
@@ -253,7 +253,7 @@ def test_preferences_post_needs_a_csrf_token(app, client, session, ana):
     subscriber, _members, _partners = ana
     url = f"/preferences/{make_token(app, 'preferences', subscriber.id)}"
     client.get(url)
-    response = client.post(url, data={"action": "leave-all"})
+    response = client.post(f"{url}/leave")
     assert response.status_code == 400
     assert "The form has expired" in response.text
     assert statuses(session, subscriber.id) == {"members": CONFIRMED, "partners": CONFIRMED}

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from ...extensions import csrf, db
-from ...models import MailingList, Subscriber, Subscription, SubscriptionStatus
-from ...subscribers.links import PREFERENCES_PATH, UNSUBSCRIBE_PATH
-from ...subscribers.service import unsubscribe
+from ...models import (
+    MailingList,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+)
+from ...subscribers.links import UNSUBSCRIBE_PATH
+from ...subscribers.preferences import Origin, leave_everything, leave_list
 from ...subscribers.tokens import SubscriberToken, TokenError, TokenSigner
-from ..forms import ConfirmForm
+from ..i18n import use_subscriber_language
 
 bp = Blueprint("public", __name__)
 
@@ -35,6 +41,26 @@ def home() -> Any:
     return redirect(url_for("admin.circulars"))
 
 
+def _unsubscribe_origin(source: str) -> Origin:
+    return Origin(
+        source=source, ip=request.remote_addr, user_agent=request.user_agent.string or None
+    )
+
+
+def _on_list(subscriber: Subscriber | None, list_id: int | None) -> bool:
+    """Still receiving that list (or, for a token without a list, anything at all)."""
+    if subscriber is None:
+        return False
+    if list_id is None:
+        return subscriber.status == SubscriberStatus.ACTIVE
+    status = db.session.scalar(
+        select(Subscription.status).where(
+            Subscription.subscriber_id == subscriber.id, Subscription.list_id == list_id
+        )
+    )
+    return status in (SubscriptionStatus.CONFIRMED, SubscriptionStatus.UNCONFIRMED)
+
+
 @bp.route(UNSUBSCRIBE_PATH + "<token>", methods=["GET"])
 def unsubscribe_confirm(token: str) -> Any:
     """GET never changes anything: mail scanners follow links. It asks for a click."""
@@ -42,15 +68,18 @@ def unsubscribe_confirm(token: str) -> Any:
         data = _signer().read("unsubscribe", token)
     except TokenError as exc:
         return _link_error(exc)
-    subscriber = db.session.get(Subscriber, data.subscriber_id)
+    subscriber = db.session.get(Subscriber, data.subscriber_id) if data.subscriber_id else None
+    if subscriber is not None:
+        use_subscriber_language(subscriber)
     mailing_list = db.session.get(MailingList, data.list_id) if data.list_id else None
     return render_template(
         "public/unsubscribe.html",
         token=token,
         subscriber=subscriber,
         mailing_list=mailing_list,
+        on_list=_on_list(subscriber, data.list_id),
         is_test=_is_test_link(data),
-        form=ConfirmForm(),
+        preferences_token=_signer().make("preferences", subscriber.id) if subscriber else None,
     )
 
 
@@ -61,66 +90,63 @@ def unsubscribe_post(token: str) -> Any:
 
     The same URL serves the confirmation button of the GET page. CSRF protection
     adds nothing here: the signed token is the authorisation, and a forged POST
-    would need the token, which only the recipient's mailbox has.
+    would need the token, which only the recipient's mailbox has. A token naming
+    a list takes the person off that list only; one without a list, off all.
     """
     try:
         data = _signer().read("unsubscribe", token)
     except TokenError as exc:
         return _link_error(exc)
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
-    result = (
-        None if _is_test_link(data) else unsubscribe(db.session, data.subscriber_id, data.list_id)
-    )
-    db.session.commit()
+    origin = _unsubscribe_origin("one-click" if one_click else "unsubscribe page")
+    subscriber = None if _is_test_link(data) else db.session.get(Subscriber, data.subscriber_id)
+    if subscriber is not None:
+        if data.list_id is None:
+            leave_everything(db.session, subscriber, origin=origin)
+        else:
+            leave_list(db.session, subscriber, data.list_id, origin=origin)
+        db.session.commit()
     if one_click:
         return "Unsubscribed.\n", 200, {"Content-Type": "text/plain; charset=utf-8"}
-    return render_template(
-        "public/unsubscribed.html",
-        result=result,
-        is_test=_is_test_link(data),
-        preferences_token=_signer().make("preferences", data.subscriber_id) if result else None,
-    )
+    return _unsubscribed_page(token, data, subscriber)
 
 
-@bp.route(PREFERENCES_PATH + "<token>", methods=["GET", "POST"])
-def preferences(token: str) -> Any:
+@bp.route(UNSUBSCRIBE_PATH + "<token>/all", methods=["POST"])
+@csrf.exempt
+def unsubscribe_all(token: str) -> Any:
+    """The "leave all my lists" button, offered after leaving one; the same token authorises it.
+
+    Exempt from CSRF for the reason given above; the token must be a valid
+    unsubscribe link of this very subscriber.
+    """
     try:
-        data = _signer().read("preferences", token)
+        data = _signer().read("unsubscribe", token)
     except TokenError as exc:
         return _link_error(exc)
-    subscriber = db.session.get(Subscriber, data.subscriber_id)
-    if subscriber is None:
-        return render_template(
-            "public/link_error.html",
-            expired=False,
-            message="There is nothing to manage: this address is not subscribed.",
-        ), 404
-    form = ConfirmForm()
-    if request.method == "POST" and form.validate_on_submit():
-        list_id = request.form.get("list_id", type=int)
-        if request.form.get("action") == "leave-all":
-            unsubscribe(db.session, subscriber.id, None)
-            flash("You are unsubscribed from all lists.", "success")
-        elif list_id is not None:
-            result = unsubscribe(db.session, subscriber.id, list_id)
-            if result and result.lists:
-                flash(f"You are unsubscribed from {result.lists[0].name}.", "success")
+    subscriber = None if _is_test_link(data) else db.session.get(Subscriber, data.subscriber_id)
+    if subscriber is not None:
+        leave_everything(db.session, subscriber, origin=_unsubscribe_origin("unsubscribe page"))
         db.session.commit()
-        return redirect(url_for("public.preferences", token=token))
-    subscriptions = db.session.execute(
-        select(Subscription, MailingList)
-        .join(MailingList, MailingList.id == Subscription.list_id)
-        .where(Subscription.subscriber_id == subscriber.id)
-        .order_by(MailingList.name)
-    ).all()
+    return _unsubscribed_page(token, data, subscriber, everything=True)
+
+
+def _unsubscribed_page(
+    token: str, data: SubscriberToken, subscriber: Subscriber | None, *, everything: bool = False
+) -> Any:
+    if subscriber is not None:
+        use_subscriber_language(subscriber)
+    everything = everything or data.list_id is None
+    mailing_list = db.session.get(MailingList, data.list_id) if data.list_id else None
     return render_template(
-        "public/preferences.html",
-        subscriber=subscriber,
-        subscriptions=subscriptions,
-        form=form,
+        "public/unsubscribed.html",
         token=token,
-        confirmed=SubscriptionStatus.CONFIRMED,
+        subscriber=subscriber,
+        mailing_list=mailing_list,
+        everything=everything,
+        is_test=_is_test_link(data),
+        preferences_token=_signer().make("preferences", subscriber.id) if subscriber else None,
     )
 
 
-from . import subscribe  # noqa: E402,F401  (subscribe page, embed form, confirmation)
+# The preference centre; the subscribe page, embed form and confirmation.
+from . import preferences, subscribe  # noqa: E402,F401
