@@ -197,6 +197,36 @@ def subscribers_import(
     )
 
 
+@subscribers.command("export")
+@click.option("--list", "slug", required=True, help="The list to export.")
+@click.option(
+    "--status",
+    type=click.Choice(["confirmed", "unconfirmed", "unsubscribed", "all"]),
+    default="confirmed",
+    show_default=True,
+    help="Their subscription's status on the list.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (default: standard output).",
+)
+def subscribers_export(slug: str, status: str, output: Path | None) -> None:
+    """Export a list's subscribers as CSV (UTF-8; formula-like cells neutralised)."""
+    from .subscribers.export import iter_csv, list_members, write_csv
+
+    mailing_list = _list_by_slug(slug)
+    query = list_members(mailing_list.id, None if status == "all" else status)
+    if output is None:
+        for piece in iter_csv(_session(), query):
+            click.echo(piece, nl=False)
+        return
+    with output.open("w", newline="", encoding="utf-8") as handle:
+        write_csv(_session(), query, handle)
+    click.echo(f"Exported {mailing_list.slug} ({status}) to {output}.", err=True)
+
+
 # --- circulars --------------------------------------------------------------------------
 
 

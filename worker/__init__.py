@@ -9,5 +9,5 @@ from circulars import create_app
 flask_app = create_app()
 app = flask_app.extensions["celery"]
 
-from . import tasks  # noqa: E402,F401  (registers the tasks on `app`)
+from . import import_tasks, tasks  # noqa: E402,F401  (registers the tasks on `app`)
 from . import subscribe_tasks  # noqa: E402,F401  (confirmation and welcome mails, purge)

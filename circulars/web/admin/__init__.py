@@ -609,6 +609,6 @@ def outbox_clear() -> Any:
     return redirect(url_for("admin.outbox"))
 
 
-from . import imports, suppressions  # noqa: E402,F401
+from . import exports, imports, suppressions  # noqa: E402,F401
 from . import subscribers  # noqa: E402,F401
 from . import list_settings  # noqa: E402,F401  (list settings, the subscribe form snippet)

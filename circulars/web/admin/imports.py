@@ -12,6 +12,7 @@ import shows its result at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +77,31 @@ def _too_large(limit: int) -> str:
     )
 
 
-def _validated(form: FlaskForm, limit: int) -> bool:
-    """Validate an upload form; a body over the limit becomes a message on the file field."""
-    if request.content_length is not None and request.content_length > limit + 1024 * 1024:
-        form.file.errors = [_too_large(limit)]  # type: ignore[attr-defined]
-        return False
-    try:
-        return bool(form.validate_on_submit())
-    except RequestEntityTooLarge:
-        form.file.errors = [_too_large(limit)]  # type: ignore[attr-defined]
-        return False
+def _upload_form(
+    form_class: type[FlaskForm], limit: int, prepare: Callable[[Any], None] | None = None
+) -> tuple[Any, bool]:
+    """Build the form; (form, True) if it holds a valid upload within the limit.
+
+    A body over the limit is refused before it is read (by its Content-Length, or
+    by werkzeug while reading one sent without): the form comes back with the
+    reason on the file field, not as an error page.
+    """
+    too_large = request.content_length is not None and request.content_length > (
+        limit + 1024 * 1024
+    )
+    if not too_large:
+        try:
+            form = form_class()
+            if prepare is not None:
+                prepare(form)
+            return form, request.method == "POST" and bool(form.validate_on_submit())
+        except RequestEntityTooLarge:
+            pass
+    form = form_class(formdata=None)
+    if prepare is not None:
+        prepare(form)
+    form.file.errors = [_too_large(limit)]  # type: ignore[attr-defined]
+    return form, False
 
 
 def _store(form: FlaskForm, limit: int, list_id: int, override: str | None) -> ImportJob | None:
@@ -128,20 +144,24 @@ def imports() -> Any:
 @sender_required
 def new_import() -> Any:
     limit = _allow_large_upload()
-    form = ImportJobForm()
-    form.list_id.choices = [
+    choices = [
         (item.id, item.name)
         for item in db.session.scalars(select(MailingList).order_by(MailingList.name))
     ]
+
+    def prepare(form: Any) -> None:
+        form.list_id.choices = choices
+
+    form, valid = _upload_form(ImportJobForm, limit, prepare)
     if request.method == "GET" and request.args.get("list", type=int):
         form.list_id.data = request.args.get("list", type=int)
-    if request.method == "POST" and _validated(form, limit):
+    if valid:
         job = _store(form, limit, form.list_id.data, form.override_reason.data or None)
         if job is not None:
             enqueue(RUN_IMPORT, job.id)
             flash(f"Import #{job.id} of {job.filename} queued.", "success")
             return redirect(url_for("admin.show_import", job_id=job.id))
-    status = 400 if form.errors else 200
+    status = 413 if _too_large(limit) in form.file.errors else 400 if form.errors else 200
     return render_template("admin/imports/new.html", form=form, limit=limit), status
 
 
@@ -250,8 +270,12 @@ def delete_import_files(job_id: int) -> Any:
 def import_list(slug: str) -> Any:
     mailing_list = _list_or_404(slug)
     limit = _allow_large_upload()
-    form = ImportForm()
-    if not _validated(form, limit):
+    form, valid = _upload_form(ImportForm, limit)
+    if not valid:
+        if _too_large(limit) in form.file.errors:
+            # The page's other forms would read the refused body: say it on the list page.
+            flash(f"Nothing was imported: {_too_large(limit)}", "error")
+            return redirect(url_for("admin.show_list", slug=slug), 303)
         return _render_list(mailing_list, SubscriberForm(), form, status=400)
     job = _store(form, limit, mailing_list.id, None)
     if job is None:
