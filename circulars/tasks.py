@@ -24,6 +24,7 @@ SWEEP_IMPORTS = "circulars.sweep_imports"
 SEND_CONFIRMATION = "circulars.send_confirmation"
 SEND_WELCOME = "circulars.send_welcome"
 PURGE_UNCONFIRMED = "circulars.purge_unconfirmed"
+BULK_SUBSCRIBERS = "circulars.bulk_subscribers"
 
 #: The periodic jobs, each with a stable id (the key), run by `celery beat`.
 SCHEDULE: dict[str, dict[str, Any]] = {

@@ -462,3 +462,48 @@ def test_export_of_a_filter_result(admin, client, session, crowd):
     lines = download.text.strip().splitlines()
     assert len(lines) == 13  # header and the 12 Caritas people
     assert all("Caritas" in line for line in lines[1:])
+
+
+def test_large_bulk_actions_run_in_the_worker(admin, client, session, crowd, enqueued, monkeypatch):
+    from circulars.subscribers.search import SubscriberFilter
+    from circulars.tasks import BULK_SUBSCRIBERS
+    from circulars.web.admin import subscribers as views
+
+    members, partners = crowd
+    monkeypatch.setattr(views, "INLINE_LIMIT", 10)
+    confirm, done = bulk(admin, client, {"q": "caritas", "action": "add", "target": partners.id})
+    assert done.status_code == 302
+    assert "running in the background" in " ".join(flashes(client.get(path_of(done)).text))
+    assert count(session, Subscription) == 120  # nothing done in the request
+    [(name, args)] = [call for call in enqueued if call[0] == BULK_SUBSCRIBERS]
+    filter_args, action, list_id, user_id = args
+    assert SubscriberFilter.from_args(filter_args)[0] == SubscriberFilter(q="caritas")
+    assert (action, list_id) == ("add", partners.id)
+    assert user_id == session.scalars(select(User.id)).one()
+
+
+@pytest.mark.integration
+def test_a_large_bulk_action_is_done_by_a_real_worker(
+    admin, client, session, crowd, worker, monkeypatch
+):
+    import time
+
+    from circulars.web.admin import subscribers as views
+
+    members, _partners = crowd
+    monkeypatch.setattr(views, "INLINE_LIMIT", 10)
+    _confirm, done = bulk(
+        admin, client, {"q": "@ngo.org", "action": "unsubscribe", "target": "all"}
+    )
+    assert done.status_code == 302
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done_so_far = count(session, Subscriber, Subscriber.status == "unsubscribed")
+        session.rollback()  # let go of SQLite's write lock, which the worker needs
+        if done_so_far == 40:
+            break
+        time.sleep(0.3)
+    assert count(session, Subscriber, Subscriber.status == "unsubscribed") == 40, (
+        worker.log_path.read_text()[-2000:]
+    )
+    assert count(session, Suppression) == 40

@@ -11,3 +11,4 @@ app = flask_app.extensions["celery"]
 
 from . import import_tasks, tasks  # noqa: E402,F401  (registers the tasks on `app`)
 from . import subscribe_tasks  # noqa: E402,F401  (confirmation and welcome mails, purge)
+from . import subscriber_tasks  # noqa: E402,F401  (large bulk actions)

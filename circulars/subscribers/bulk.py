@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Exists,
+    Select,
     and_,
     case,
     delete,
@@ -26,11 +26,12 @@ from sqlalchemy import (
     insert,
     literal,
     null,
+    or_,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..models import (
     ConsentAction,
@@ -49,8 +50,7 @@ from .search import SubscriberFilter, suppressed_condition
 from .suppression import hash_value
 
 CHUNK = 5000
-# Writes go through the Core connection, and an INSERT … SELECT asks for `preserve_rowcount`:
-# without it SQLAlchemy reports -1 for inserts on PostgreSQL.
+# Writes go through the Core connection, and count what changed by rowcount or RETURNING.
 
 
 class BulkAction(StrEnum):
@@ -89,53 +89,86 @@ def _id_chunks(session: Session, query_filter: SubscriberFilter, size: int) -> I
             return
 
 
-def _on_list(list_id: int) -> Exists:
-    return (
-        select(Subscription.id)
-        .where(Subscription.subscriber_id == Subscriber.id, Subscription.list_id == list_id)
-        .exists()
-    )
-
-
 def _total(condition: ColumnElement[bool]) -> ColumnElement[Any]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _add_counts(list_id: int) -> list[ColumnElement[Any]]:
-    """For an add: matched, suppressed, inactive, left, already (one aggregate row)."""
-    suppressed = suppressed_condition()
-    active = Subscriber.status == SubscriberStatus.ACTIVE
-    left = (
-        select(Subscription.id)
-        .where(
-            Subscription.subscriber_id == Subscriber.id,
-            Subscription.list_id == list_id,
-            Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
-        )
-        .exists()
+def _suppression_joined(query: Select[Any]) -> tuple[Select[Any], ColumnElement[bool]]:
+    """The query with the suppressions of each subscriber outer-joined, and the test for
+    "suppressed" over them.
+
+    Joins rather than EXISTS inside CASE: each joins at most one row (suppressions
+    are unique by kind and value), and the database hash-joins a million rows where
+    a per-row subquery cannot.
+    """
+    by_address = aliased(Suppression)
+    by_domain = aliased(Suppression)
+    joined = query.outerjoin(
+        by_address,
+        and_(by_address.kind == SuppressionKind.ADDRESS, by_address.value == Subscriber.email),
+    ).outerjoin(
+        by_domain,
+        and_(by_domain.kind == SuppressionKind.DOMAIN, by_domain.value == Subscriber.domain),
     )
-    on_list = _on_list(list_id)
-    return [
-        func.count(),
-        _total(suppressed),
-        _total(and_(~suppressed, ~active)),
-        _total(and_(~suppressed, active, left)),
-        _total(and_(~suppressed, active, on_list, ~left)),
-    ]
+    suppressed = or_(
+        by_address.id.is_not(None),
+        and_(by_domain.id.is_not(None), ~Subscriber.suppression_exempt),
+    )
+    return joined, suppressed
 
 
-def _subscription_counts(list_id: int | None) -> list[ColumnElement[Any]]:
+def _add_counts(
+    session: Session, list_id: int, *where: ColumnElement[bool]
+) -> tuple[int, int, int, int, int]:
+    """For an add: matched, suppressed, inactive, left, already (two aggregate queries).
+
+    The second starts from the target list's subscriptions, so it costs what the
+    list holds and never multiplies the list by the selection (a planner with
+    stale statistics on a list that a bulk add just filled would otherwise
+    nest-loop over both).
+    """
+    query, suppressed = _suppression_joined(select(Subscriber.id).select_from(Subscriber))
+    active = Subscriber.status == SubscriberStatus.ACTIVE
+    matched, n_suppressed, inactive = session.execute(
+        query.with_only_columns(
+            func.count(), _total(suppressed), _total(and_(~suppressed, ~active))
+        ).where(*where)
+    ).one()
+    on_list, suppressed_there = _suppression_joined(
+        select(Subscription.status).select_from(Subscription).join(Subscriber)
+    )
+    left = already = 0
+    for status, n in session.execute(
+        on_list.with_only_columns(Subscription.status, func.count())
+        .where(Subscription.list_id == list_id, active, ~suppressed_there, *where)
+        .group_by(Subscription.status)
+    ):
+        if status == SubscriptionStatus.UNSUBSCRIBED:
+            left += int(n)
+        else:
+            already += int(n)
+    return int(matched), int(n_suppressed or 0), int(inactive or 0), left, already
+
+
+def _subscription_counts(
+    session: Session, list_id: int | None, *where: ColumnElement[bool]
+) -> tuple[int, int, int, int]:
     """For remove/unsubscribe: matched, on the list (any status), still subscribed, active."""
-    on_any = select(Subscription.id).where(Subscription.subscriber_id == Subscriber.id)
+    matched, active = session.execute(
+        select(func.count(), _total(Subscriber.status == SubscriberStatus.ACTIVE)).where(*where)
+    ).one()
+    on_list = still = 0
     if list_id is not None:
-        on_any = on_any.where(Subscription.list_id == list_id)
-    still = on_any.where(Subscription.status != SubscriptionStatus.UNSUBSCRIBED)
-    return [
-        func.count(),
-        _total(on_any.exists()),
-        _total(still.exists()),
-        _total(Subscriber.status == SubscriberStatus.ACTIVE),
-    ]
+        for status, n in session.execute(
+            select(Subscription.status, func.count())
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(Subscription.list_id == list_id, *where)
+            .group_by(Subscription.status)
+        ):
+            on_list += int(n)
+            if status != SubscriptionStatus.UNSUBSCRIBED:
+                still += int(n)
+    return int(matched), on_list, still, int(active or 0)
 
 
 def preview(
@@ -145,18 +178,15 @@ def preview(
     result = BulkResult()
     if action == BulkAction.ADD:
         assert list_id is not None
-        row = session.execute(select(*_add_counts(list_id)).where(*query_filter.conditions())).one()
-        result.matched, result.suppressed, result.inactive, result.left, result.already = map(
-            int, row
-        )
+        counts = _add_counts(session, list_id, *query_filter.conditions())
+        result.matched, result.suppressed, result.inactive, result.left, result.already = counts
         result.changed = (
             result.matched - result.suppressed - result.inactive - result.left - result.already
         )
         return result
-    row = session.execute(
-        select(*_subscription_counts(list_id)).where(*query_filter.conditions())
-    ).one()
-    matched, on_list, still, active = map(int, row)
+    matched, on_list, still, active = _subscription_counts(
+        session, list_id, *query_filter.conditions()
+    )
     result.matched = matched
     changed = on_list if action == BulkAction.REMOVE else still if list_id else active
     result.changed, result.already = changed, matched - changed
@@ -213,63 +243,65 @@ def run(
 def _add_chunk(
     session: Session, ids: list[int], list_id: int, user_id: int | None, result: BulkResult
 ) -> None:
-    in_chunk = Subscriber.id.in_(ids)
-    row = session.execute(select(*_add_counts(list_id)).where(in_chunk)).one()
-    _matched, suppressed, inactive, left, already = map(int, row)
+    _matched, suppressed, inactive, left, already = _add_counts(
+        session, list_id, Subscriber.id.in_(ids)
+    )
     result.suppressed += suppressed
     result.inactive += inactive
     result.left += left
     result.already += already
-    eligible = (
-        Subscriber.id.in_(ids),
-        Subscriber.status == SubscriberStatus.ACTIVE,
-        ~suppressed_condition(),
-        ~_on_list(list_id),
-    )
     now = utcnow()
-    # The consent record first, while "not yet on the list" still picks exactly these people.
-    session.connection().execute(
-        insert(ConsentEvent).from_select(
-            ["subscriber_id", "list_id", "action", "occurred_at", "actor_id", "source"],
+    dialect = session.get_bind().dialect.name
+    statement = (
+        postgresql.insert(Subscription) if dialect == "postgresql" else sqlite.insert(Subscription)
+    )
+    # Whoever is on the list already (or left it) is skipped by the unique constraint,
+    # not by a NOT EXISTS the planner may misjudge on a list that is growing.
+    added = session.connection().execute(
+        statement.from_select(
+            [
+                "subscriber_id",
+                "list_id",
+                "status",
+                "delivery",
+                "created_at",
+                "updated_at",
+                "confirmed_at",
+            ],
             select(
                 Subscriber.id,
                 literal(list_id),
-                literal(ConsentAction.ADDED_BY_STAFF.value),
-                literal(now, ConsentEvent.occurred_at.type),
-                literal(user_id, ConsentEvent.actor_id.type),
-                literal("admin: bulk add"),
-            ).where(*eligible),
+                literal(SubscriptionStatus.CONFIRMED.value),
+                literal(DeliveryMode.EVERY.value),
+                literal(now, Subscription.created_at.type),
+                literal(now, Subscription.updated_at.type),
+                literal(now, Subscription.created_at.type),
+            ).where(
+                Subscriber.id.in_(ids),
+                Subscriber.status == SubscriberStatus.ACTIVE,
+                ~suppressed_condition(),
+            ),
         )
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"])
+        .returning(Subscription.subscriber_id)
     )
-    added = (
-        session.connection()
-        .execute(
-            insert(Subscription)
-            .from_select(
-                [
-                    "subscriber_id",
-                    "list_id",
-                    "status",
-                    "delivery",
-                    "created_at",
-                    "updated_at",
-                    "confirmed_at",
-                ],
-                select(
-                    Subscriber.id,
-                    literal(list_id),
-                    literal(SubscriptionStatus.CONFIRMED.value),
-                    literal(DeliveryMode.EVERY.value),
-                    literal(now, Subscription.created_at.type),
-                    literal(now, Subscription.updated_at.type),
-                    literal(now, Subscription.created_at.type),
-                ).where(*eligible),
-            )
-            .execution_options(preserve_rowcount=True)
+    added_ids = list(added.scalars())
+    if added_ids:
+        session.connection().execute(
+            insert(ConsentEvent),
+            [
+                {
+                    "subscriber_id": subscriber_id,
+                    "list_id": list_id,
+                    "action": ConsentAction.ADDED_BY_STAFF.value,
+                    "occurred_at": now,
+                    "actor_id": user_id,
+                    "source": "admin: bulk add",
+                }
+                for subscriber_id in added_ids
+            ],
         )
-        .rowcount
-    )
-    result.changed += int(added)
+    result.changed += len(added_ids)
 
 
 def _unsubscribe_chunk(

@@ -151,7 +151,9 @@ class SubscriberFilter:
             )
             if self.list_status:
                 on_list = on_list.where(Subscription.status == self.list_status)
-            where.append(on_list.exists())
+            # Correlated to the subscriber only, so the condition keeps its meaning in a
+            # query that also reads subscriptions (bulk counts, updates).
+            where.append(on_list.correlate(Subscriber).exists())
         if self.status:
             where.append(Subscriber.status == self.status)
         if self.language:
@@ -209,11 +211,13 @@ def suppressed_condition() -> ColumnElement[bool]:
     by_address = (
         select(Suppression.id)
         .where(Suppression.kind == SuppressionKind.ADDRESS, Suppression.value == Subscriber.email)
+        .correlate(Subscriber)
         .exists()
     )
     by_domain = (
         select(Suppression.id)
         .where(Suppression.kind == SuppressionKind.DOMAIN, Suppression.value == Subscriber.domain)
+        .correlate(Subscriber)
         .exists()
     )
     return or_(by_address, and_(~Subscriber.suppression_exempt, by_domain))

@@ -36,9 +36,13 @@ from ...subscribers import search
 from ...subscribers.bulk import BulkAction, BulkResult, preview, run
 from ...subscribers.search import SubscriberFilter
 from ...subscribers.suppression import REASON_LABELS, is_suppressed
+from ...tasks import BULK_SUBSCRIBERS, enqueue
 from ..forms import ConfirmForm
 from ..helpers import sender_required
 from . import bp
+
+# Above this many changes a confirmed bulk action runs in the worker, not in the request.
+INLINE_LIMIT = 20_000
 
 ACTION_LABELS = {
     "add": "Add to a list",
@@ -171,6 +175,17 @@ def subscribers_bulk() -> Any:
         )
     bulk_action = BulkAction(action)
     if request.method == "POST" and form.validate_on_submit():
+        expected = request.form.get("expected", "")
+        if expected.isdigit() and int(expected) > INLINE_LIMIT:
+            # Too many for one request (a proxy or gunicorn would cut it off): a worker
+            # runs it, committing chunk by chunk.
+            enqueue(BULK_SUBSCRIBERS, query_filter.to_args(), action, list_id, current_user.id)
+            flash(
+                f"{ACTION_LABELS[action]}: {expected} subscribers, running in the background. "
+                "The lists and this page show the result as it goes.",
+                "info",
+            )
+            return redirect(back)
         # Each chunk is committed: a million rows never wait in one transaction.
         result = run(
             db.session,
