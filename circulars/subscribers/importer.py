@@ -29,6 +29,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import re
 import shutil
 import sqlite3
@@ -40,13 +41,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import IO, Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, bindparam, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from ..models import (
-    ConsentAction,
-    ConsentEvent,
     MailingList,
     Subscriber,
     SubscriberStatus,
@@ -54,6 +53,7 @@ from ..models import (
     SubscriptionStatus,
     utcnow,
 )
+from ..models.base import UTCDateTime
 from .addresses import InvalidAddress, normalise_email
 
 KNOWN_COLUMNS = ("email", "name", "language", "organization")
@@ -420,11 +420,6 @@ class SeenAddresses:
 # --- writing ------------------------------------------------------------------------------
 
 
-def _insert(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
 def _suppressed_reasons(session: Session, emails: list[str]) -> dict[str, str]:
     """{address: reason in words} for the suppressed ones: one query per chunk, then
     one small lookup per suppressed address (they are few) to say why."""
@@ -537,27 +532,40 @@ def _write_chunk(
         return
 
     now = utcnow()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     subscribers = cast(Table, Subscriber.__table__)
-    # 3. Who exists already; fill their empty fields and merge attributes.
-    existing = {
-        found.email: found
-        for found in session.execute(
-            select(
-                subscribers.c.id,
-                subscribers.c.email,
-                subscribers.c.name,
-                subscribers.c.language,
-                subscribers.c.organization,
-                subscribers.c.attributes,
-                subscribers.c.status,
-            ).where(subscribers.c.email.in_(list(rows)))
+    subscriptions = cast(Table, Subscription.__table__)
+
+    # 3. Who exists already, and their subscription to this list: one query.
+    existing: dict[str, Any] = {}
+    subscription_status: dict[str, str | None] = {}
+    for found in session.execute(
+        select(
+            subscribers.c.id,
+            subscribers.c.email,
+            subscribers.c.name,
+            subscribers.c.language,
+            subscribers.c.organization,
+            subscribers.c.attributes,
+            subscribers.c.status,
+            subscriptions.c.status.label("subscription"),
         )
-    }
-    ids: dict[str, int] = {}
+        .outerjoin(
+            subscriptions,
+            (subscriptions.c.subscriber_id == subscribers.c.id)
+            & (subscriptions.c.list_id == list_id),
+        )
+        .where(subscribers.c.email.in_(_json_values(postgres, list(rows))))
+    ):
+        existing[found.email] = found
+        subscription_status[found.email] = found.subscription
+
+    # Fill their empty fields, merge attributes; leave out those who left all mail.
     changes = []
     for email, found in existing.items():
         row = rows[email]
-        ids[email] = found.id
         if found.status != SubscriberStatus.ACTIVE and email not in lifted:
             rows.pop(email)
             left = "is blocked" if found.status == SubscriberStatus.BLOCKED else "left all mail"
@@ -595,108 +603,133 @@ def _write_chunk(
         # executemany: the SET clause comes from the keys of the parameter dicts.
         session.execute(update(subscribers).where(subscribers.c.id == bindparam("b_id")), changes)
 
-    # 4. New subscribers, set-based; ON CONFLICT covers a concurrent import of the same address.
-    new = [email for email in rows if email not in existing]
+    # 4. New subscribers: one INSERT … SELECT over a JSON array of the chunk's rows
+    #    (one parameter, however many rows; ON CONFLICT covers a concurrent import).
+    new = [rows[email] for email in rows if email not in existing]
     if new:
-        created = session.execute(
-            _insert(session, subscribers)
-            .on_conflict_do_nothing(index_elements=["email"])
-            .returning(subscribers.c.id, subscribers.c.email),
+        payload = json.dumps(
             [
                 {
-                    "email": email,
-                    "domain": email.rpartition("@")[2],
-                    "name": rows[email].name,
-                    "language": rows[email].language,
-                    "organization": rows[email].organization,
-                    "attributes": rows[email].attributes,
-                    "status": SubscriberStatus.ACTIVE.value,
-                    "suppression_exempt": False,
-                    "created_at": now,
-                    "updated_at": now,
+                    "email": row.email,
+                    "domain": row.email.rpartition("@")[2],
+                    "name": row.name,
+                    "language": row.language,
+                    "organization": row.organization,
+                    "attributes": row.attributes,
                 }
-                for email in new
+                for row in new
             ],
-        ).all()
-        report.added += len(created)
-        ids.update((email, subscriber_id) for subscriber_id, email in created)
-        missing = [email for email in new if email not in ids]
-        if missing:  # inserted meanwhile by someone else
-            ids.update(
-                session.execute(
-                    select(subscribers.c.email, subscribers.c.id).where(
-                        subscribers.c.email.in_(missing)
-                    )
-                ).all()
-            )
+            ensure_ascii=False,
+        )
+        result = session.execute(
+            text(_INSERT_SUBSCRIBERS_PG if postgres else _INSERT_SUBSCRIBERS_SQLITE).bindparams(
+                bindparam("now", type_=UTCDateTime())
+            ),
+            {"rows": payload, "now": now},
+        )
+        report.added += max(result.rowcount, 0)  # type: ignore[attr-defined]
 
-    # 5. Subscriptions: confirmed (staff vouch for the list), never over an unsubscription.
-    wanted = {ids[email]: rows[email] for email in rows}
-    subscriptions = cast(Table, Subscription.__table__)
-    current = dict(
-        session.execute(
-            select(subscriptions.c.subscriber_id, subscriptions.c.status).where(
-                subscriptions.c.list_id == list_id,
-                subscriptions.c.subscriber_id.in_(list(wanted)),
-            )
-        ).all()
-    )
-    to_add = []
-    for subscriber_id, row in wanted.items():
-        status = current.get(subscriber_id)
+    # 5. Subscriptions, confirmed (staff vouch for the list), never over an unsubscription.
+    to_subscribe = []
+    for email, row in rows.items():
+        status = subscription_status.get(email)
         if status is None:
-            to_add.append(subscriber_id)
+            to_subscribe.append(email)
         elif status == SubscriptionStatus.UNSUBSCRIBED:
             report.reject(
                 RejectedRow(
                     row.line,
-                    row.email,
+                    email,
                     "unsubscribed from this list: not added again; only they can subscribe again",
                 ),
                 "kept_unsubscribed",
             )
         else:
             report.already += 1
-    if not to_add:
+    if not to_subscribe:
         return
-    added = (
+    params = {
+        "emails": json.dumps(to_subscribe, ensure_ascii=False),
+        "list_id": list_id,
+        "now": now,
+        "source": options.source,
+        "actor_id": options.actor_id,
+    }
+    added_ids = list(
         session.execute(
-            _insert(session, subscriptions)
-            .on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"])
-            .returning(subscriptions.c.subscriber_id),
-            [
-                {
-                    "subscriber_id": subscriber_id,
-                    "list_id": list_id,
-                    "status": SubscriptionStatus.CONFIRMED.value,
-                    "delivery": "every",
-                    "created_at": now,
-                    "updated_at": now,
-                    "confirmed_at": now,
-                }
-                for subscriber_id in to_add
-            ],
-        )
-        .scalars()
-        .all()
+            text(_INSERT_SUBSCRIPTIONS_PG if postgres else _INSERT_SUBSCRIPTIONS_SQLITE).bindparams(
+                bindparam("now", type_=UTCDateTime())
+            ),
+            params,
+        ).scalars()
     )
-    report.subscribed += len(added)
-    report.already += len(to_add) - len(added)
+    report.subscribed += len(added_ids)
+    report.already += len(to_subscribe) - len(added_ids)
 
-    # 6. One consent event per new subscription: the proof of how each person got here.
-    if added:
+    # 6. One consent event per new subscription (RETURNING said which are new), the
+    #    proof of how each person got on the list.
+    if added_ids:
         session.execute(
-            cast(Table, ConsentEvent.__table__).insert(),
-            [
-                {
-                    "subscriber_id": subscriber_id,
-                    "list_id": list_id,
-                    "action": ConsentAction.IMPORTED.value,
-                    "occurred_at": now,
-                    "source": options.source,
-                    "actor_id": options.actor_id,
-                    "detail": f"line {wanted[subscriber_id].line}",
-                }
-                for subscriber_id in added
-            ],
+            text(_INSERT_CONSENT_PG if postgres else _INSERT_CONSENT_SQLITE).bindparams(
+                bindparam("now", type_=UTCDateTime())
+            ),
+            {**params, "ids": json.dumps(added_ids)},
         )
+
+
+def _json_values(postgres: bool, values: list[str]) -> Any:
+    """A subquery of the strings in one JSON parameter: `IN` without a parameter per value."""
+    if postgres:
+        elements = func.jsonb_array_elements_text(literal(values, JSONB)).table_valued("value")
+    else:
+        payload = json.dumps(values, ensure_ascii=False)
+        elements = func.json_each(payload).table_valued("value")
+    return select(elements.c.value)
+
+
+# The chunk's rows arrive as one JSON array, unpacked by the database. SQLite needs the
+# `WHERE true` to parse INSERT … SELECT … ON CONFLICT.
+_INSERT_SUBSCRIBERS_SQLITE = """
+INSERT INTO subscribers (email, domain, name, language, organization, attributes, status,
+                         suppression_exempt, created_at, updated_at)
+SELECT json_extract(value, '$.email'), json_extract(value, '$.domain'),
+       json_extract(value, '$.name'), json_extract(value, '$.language'),
+       json_extract(value, '$.organization'), json_extract(value, '$.attributes'),
+       'active', 0, :now, :now
+FROM json_each(:rows) WHERE true
+ON CONFLICT (email) DO NOTHING
+"""
+_INSERT_SUBSCRIBERS_PG = """
+INSERT INTO subscribers (email, domain, name, language, organization, attributes, status,
+                         suppression_exempt, created_at, updated_at)
+SELECT r.email, r.domain, r.name, r.language, r.organization, r.attributes,
+       'active', false, :now, :now
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS r(email text, domain text, name text, language text, organization text, attributes jsonb)
+ON CONFLICT (email) DO NOTHING
+"""
+_INSERT_SUBSCRIPTIONS_SQLITE = """
+INSERT INTO subscriptions (subscriber_id, list_id, status, delivery, created_at, updated_at,
+                           confirmed_at)
+SELECT id, :list_id, 'confirmed', 'every', :now, :now, :now
+FROM subscribers WHERE email IN (SELECT value FROM json_each(:emails))
+ON CONFLICT (subscriber_id, list_id) DO NOTHING
+RETURNING subscriber_id
+"""
+_INSERT_SUBSCRIPTIONS_PG = """
+INSERT INTO subscriptions (subscriber_id, list_id, status, delivery, created_at, updated_at,
+                           confirmed_at)
+SELECT id, :list_id, 'confirmed', 'every', :now, :now, :now
+FROM subscribers WHERE email IN (SELECT jsonb_array_elements_text(CAST(:emails AS jsonb)))
+ON CONFLICT (subscriber_id, list_id) DO NOTHING
+RETURNING subscriber_id
+"""
+_INSERT_CONSENT_SQLITE = """
+INSERT INTO consent_events (subscriber_id, list_id, action, occurred_at, source, actor_id)
+SELECT value, :list_id, 'imported', :now, :source, :actor_id FROM json_each(:ids)
+"""
+_INSERT_CONSENT_PG = """
+INSERT INTO consent_events (subscriber_id, list_id, action, occurred_at, source, actor_id)
+SELECT id::bigint, :list_id, 'imported', :now, :source, :actor_id
+FROM jsonb_array_elements_text(CAST(:ids AS jsonb)) AS ids(id)
+"""

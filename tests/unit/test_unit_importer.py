@@ -252,3 +252,128 @@ def test_unterminated_quote_is_reported_not_fatal() -> None:
 def test_semicolon_separated_file_is_refused_with_a_hint_about_the_header() -> None:
     # Excel in many locales saves "CSV" with semicolons; the header then has no `email` column.
     assert "email" in refused(b"email;name\nana@example.org;Ana\n")
+
+
+# --- the checking pass ----------------------------------------------------------------------
+
+
+def test_a_character_cut_by_a_block_boundary_is_not_an_error(monkeypatch) -> None:
+    from circulars.subscribers import importer
+
+    monkeypatch.setattr(importer, "BLOCK", 7)  # "é" is two bytes: some block ends inside one
+    data = "email,name\nana@example.org,Zoé Éluard\nbob@example.org,Bébé\n".encode()
+    assert importer.check_file(io.BytesIO(data)) == len(data)
+
+
+def test_a_bad_byte_far_into_the_file_names_its_line(monkeypatch) -> None:
+    from circulars.subscribers import importer
+
+    monkeypatch.setattr(importer, "BLOCK", 64)
+    data = b"email\n" + b"".join(b"p%d@example.org\n" % i for i in range(500)) + b"z\xe9@x.org\n"
+    message = refused(data)
+    assert "line 502" in message
+
+
+def test_a_file_cut_in_the_middle_of_a_character_is_refused() -> None:
+    data = "email\nzoé".encode()
+    assert "line 2" in refused(data[:-1])  # the last byte of "é" is missing
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (b"%PDF-1.4\n", "PDF"),
+        (b"PK\x03\x04rest", "ZIP"),
+        (b"\x89PNG\r\n\x1a\n", "PNG"),
+        (b"\x1f\x8b\x08\x00", "gzip"),
+        ("email\n".encode("utf-16-le").join([b"\xff\xfe", b""]), "UTF-16"),
+    ],
+)
+def test_known_binary_formats_are_named(data: bytes, what: str) -> None:
+    assert what in refused(data)
+
+
+def test_the_checking_pass_leaves_the_stream_where_it_was() -> None:
+    from circulars.subscribers.importer import check_file
+
+    stream = io.BytesIO(b"xxemail\na@example.org\n")
+    stream.seek(2)
+    check_file(stream)
+    assert stream.tell() == 2
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+ADDRESSES = [
+    "ana@example.org",
+    "Ana.Perez@Example.ORG",
+    "a+tag@sub.example.org",
+    "o'brien@example.org",
+    "x@example.org.",
+    "ana@localhost",
+    "ana@example",
+    "ana@test.test",
+    "ana@invalid",
+    "a..b@example.org",
+    ".a@example.org",
+    "a.@example.org",
+    "a" * 64 + "@example.org",
+    "a" * 65 + "@example.org",
+    "a@" + "b" * 64 + ".org",
+    "a@" + ".".join(["b" * 60] * 5) + ".org",
+    "a@-example.org",
+    "a@example-.org",
+    "a@exa_mple.org",
+    "a@123.456",
+    "a@[127.0.0.1]",
+    '"quoted"@example.org',
+    "zoé@example.org",
+    "zoe\u0301@example.org",
+    "ana@bücher.example.org",
+    "ana@xn--bcher-kva.example.org",
+    "ANA@XN--BCHER-KVA.EXAMPLE.ORG",
+    "a b@example.org",
+    "a@b@example.org",
+    "@example.org",
+    "ana@",
+    "ana",
+    "",
+    "ana@example.org\u200b",
+]
+
+
+@pytest.mark.parametrize("raw", ADDRESSES)
+def test_the_fast_path_gives_what_email_validator_gives(raw: str) -> None:
+    from circulars.subscribers.addresses import InvalidAddress, normalise_email
+    from circulars.subscribers.importer import fast_normalise
+
+    try:
+        expected: str | tuple[str, str] = normalise_email(raw)
+    except InvalidAddress as exc:
+        expected = ("error", str(exc))
+    try:
+        got: str | tuple[str, str] = fast_normalise(raw)
+    except InvalidAddress as exc:
+        got = ("error", str(exc))
+    assert got == expected
+
+
+# --- de-duplication -------------------------------------------------------------------------
+
+
+def test_seen_addresses_remember_the_first_line() -> None:
+    from circulars.subscribers.importer import SeenAddresses
+
+    seen = SeenAddresses()
+    try:
+        first = seen.first_lines(
+            [Row(2, "a@x.org", "", "en", "", {}), Row(3, "b@x.org", "", "en", "", {}),
+             Row(4, "a@x.org", "", "en", "", {})]
+        )  # fmt: skip
+        assert first == {"a@x.org": 2, "b@x.org": 3}
+        later = seen.first_lines(
+            [Row(9, "b@x.org", "", "en", "", {}), Row(10, "c@x.org", "", "en", "", {})]
+        )
+        assert later == {"b@x.org": 3, "c@x.org": 10}
+    finally:
+        seen.close()
