@@ -12,6 +12,7 @@ import shows its result at once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,8 @@ def import_report(job_id: int) -> Any:
     job = _job_or_404(job_id)
     if not job.report_path or not Path(job.report_path).exists():
         abort(404)
-    stem = safe_filename(job.filename, "import").rsplit(".", 1)[0]
+    # The uploader's name, reduced to letters, digits, dots and hyphens for the header.
+    stem = re.sub(r"[^\w.-]+", "_", safe_filename(job.filename, "import").rsplit(".", 1)[0])
     return send_file(
         job.report_path,
         mimetype="text/csv",
