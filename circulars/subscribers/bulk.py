@@ -65,10 +65,10 @@ class BulkResult:
 
     matched: int = 0  # subscribers the filter matched
     changed: int = 0  # added, removed or unsubscribed
-    already: int = 0  # already on the list / not on it / already unsubscribed
+    already: int = 0  # already on the list (run: or left it) / not on it / already unsubscribed
     suppressed: int = 0  # add: on the suppression list, skipped
     inactive: int = 0  # add: unsubscribed from everything or blocked, skipped
-    left: int = 0  # add: left this list themselves, not put back
+    left: int = 0  # add, preview only: left this list themselves, not put back
     seconds: float = 0.0
 
 
@@ -243,13 +243,15 @@ def run(
 def _add_chunk(
     session: Session, ids: list[int], list_id: int, user_id: int | None, result: BulkResult
 ) -> None:
-    _matched, suppressed, inactive, left, already = _add_counts(
-        session, list_id, Subscriber.id.in_(ids)
-    )
-    result.suppressed += suppressed
-    result.inactive += inactive
-    result.left += left
-    result.already += already
+    query, is_suppressed = _suppression_joined(select(Subscriber.id).select_from(Subscriber))
+    active = Subscriber.status == SubscriberStatus.ACTIVE
+    suppressed, inactive = session.execute(
+        query.with_only_columns(_total(is_suppressed), _total(and_(~is_suppressed, ~active))).where(
+            Subscriber.id.in_(ids)
+        )
+    ).one()
+    result.suppressed += int(suppressed or 0)
+    result.inactive += int(inactive or 0)
     now = utcnow()
     dialect = session.get_bind().dialect.name
     statement = (
@@ -302,6 +304,9 @@ def _add_chunk(
             ],
         )
     result.changed += len(added_ids)
+    # The eligible ones not added were on the list already, or had left it (run() does not
+    # tell these apart; preview() does).
+    result.already += len(ids) - int(suppressed or 0) - int(inactive or 0) - len(added_ids)
 
 
 def _unsubscribe_chunk(

@@ -20,9 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import Boolean, ColumnElement, Select, and_, func, literal, or_, select
 from sqlalchemy import text as sa_text
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from ..models import (
     Subscriber,
@@ -196,11 +198,38 @@ def text_condition(q: str) -> ColumnElement[bool]:
             Subscriber.email < needle + TOP,
             Subscriber.email.like(_escape_like(needle) + "%", escape="\\"),
         )
+    pattern = "%" + _escape_like(needle) + "%"
     return or_(
-        Subscriber.email.contains(needle, autoescape=True),
-        Subscriber.name.icontains(q.strip(), autoescape=True),
-        Subscriber.organization.icontains(q.strip(), autoescape=True),
+        Subscriber.email.like(pattern, escape="\\"),  # stored lower-cased
+        _LikeFolded(Subscriber.name, literal(pattern)),
+        _LikeFolded(Subscriber.organization, literal(pattern)),
     )
+
+
+class _LikeFolded(FunctionElement[bool]):
+    """`column LIKE pattern` ignoring case: ILIKE on PostgreSQL, plain LIKE on SQLite.
+
+    SQLite's LIKE already ignores ASCII case (and its lower() knows no more than
+    ASCII), while SQLAlchemy's ilike() would wrap both sides in lower(), which
+    made a full scan of a million rows 2.7 times slower (557 ms against 205 ms).
+    """
+
+    type = Boolean()
+    name = "like_folded"
+    inherit_cache = True
+
+
+@compiles(_LikeFolded)
+def _like_folded(element: _LikeFolded, compiler: Any, **kw: Any) -> str:
+    column, pattern = list(element.clauses)
+    # Parenthesised: SQLite compares a boolean function to 1, and `= 1` must not bind to ESCAPE.
+    return f"({compiler.process(column, **kw)} LIKE {compiler.process(pattern, **kw)} ESCAPE '\\')"
+
+
+@compiles(_LikeFolded, "postgresql")
+def _ilike(element: _LikeFolded, compiler: Any, **kw: Any) -> str:
+    column, pattern = list(element.clauses)
+    return f"({compiler.process(column, **kw)} ILIKE {compiler.process(pattern, **kw)} ESCAPE '\\')"
 
 
 def suppressed_condition() -> ColumnElement[bool]:

@@ -223,8 +223,7 @@ def _summary(action: BulkAction, target: MailingList | None, result: BulkResult)
         skipped = [
             f"{result.suppressed} suppressed" if result.suppressed else "",
             f"{result.inactive} unsubscribed or blocked" if result.inactive else "",
-            f"{result.left} who had left it" if result.left else "",
-            f"{result.already} already on it" if result.already else "",
+            f"{result.already} already on it or who had left it" if result.already else "",
         ]
         rest = ", ".join(part for part in skipped if part)
         return f"Added {_people(result.changed)} to {where}." + (
