@@ -76,3 +76,24 @@ def test_upgrade_matches_the_models_and_downgrades_cleanly(
     assert again.returncode == 0, again.stderr
     current = flask_db(database_url, tmp_path, "current")
     assert "(head)" in current.stdout, current.stdout + current.stderr
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_subscriber_search_has_trigram_indexes_on_postgresql(
+    database_url: str, tmp_path: Path
+) -> None:
+    assert flask_db(database_url, tmp_path, "upgrade").returncode == 0
+    import psycopg
+
+    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+        names = {
+            row[0]
+            for row in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'subscribers'"
+            )
+        }
+    assert {
+        "ix_subscribers_email_trgm",
+        "ix_subscribers_name_trgm",
+        "ix_subscribers_organization_trgm",
+    } <= names
