@@ -9,6 +9,11 @@ from circulars import create_app
 flask_app = create_app()
 app = flask_app.extensions["celery"]
 
-from . import import_tasks, tasks  # noqa: E402,F401  (registers the tasks on `app`)
-from . import subscribe_tasks  # noqa: E402,F401  (confirmation and welcome mails, purge)
-from . import subscriber_tasks  # noqa: E402,F401  (large bulk actions)
+# Importing the modules registers their tasks on `app`: sends, imports, subscribe mails
+# (confirmation, welcome, purge) and large bulk actions on subscribers.
+from . import (  # noqa: E402,F401
+    import_tasks,
+    subscribe_tasks,
+    subscriber_tasks,
+    tasks,
+)
