@@ -20,6 +20,7 @@ import argparse
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ def generate(path: Path, rows: int, seed: int = 7) -> dict[str, Any]:
     rng = random.Random(seed)
     bad = duplicates = 0
     to_suppress: list[str] = []
+    step = max(rows // 1000, 2)
     recent: list[str] = []
     with path.open("w", encoding="utf-8", newline="") as out:
         out.write("email,name,language,organization,country,member_since,sector\n")
@@ -71,7 +73,7 @@ def generate(path: Path, rows: int, seed: int = 7) -> dict[str, Any]:
                 out.write(f"{rng.choice(recent).upper()},Again,fr,,,,\n")
                 continue
             email = f"Person.{i}@{rng.choice(DOMAINS)}"
-            if i % (rows // 1000 or 1) == 7 and len(to_suppress) < 1000:
+            if i % step == step // 2 and len(to_suppress) < 1000:
                 to_suppress.append(email.lower())
             if len(recent) < 1000:
                 recent.append(email)
@@ -158,7 +160,9 @@ def main() -> None:
     finally:
         if options.keep:
             print(f"kept: {workdir} {env['DATABASE_URL']}")
-        elif database:
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if database and not options.keep:
             import psycopg
 
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
