@@ -13,8 +13,13 @@ target_metadata = migrate_state.db.metadata
 def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    # The trigram indexes exist on PostgreSQL only, made by migration 0003; not in the models.
-    return not (type_ == "index" and reflected and name is not None and name.endswith("_trgm"))
+    # Search indexes made by migrations 0003 (PostgreSQL trigram indexes) and 0004 (SQLite's
+    # FTS5 table and its shadow tables) are not in the models.
+    if not reflected or name is None:
+        return True
+    if type_ == "index" and name.endswith("_trgm"):
+        return False
+    return not (type_ == "table" and name.startswith("subscribers_fts"))
 
 
 def run_migrations_offline() -> None:
