@@ -216,7 +216,8 @@ class _Substring(ColumnElement[bool]):
     nothing matches; the index answers in under 2 ms.
     """
 
-    type = Boolean()
+    # No Boolean type: SQLite would compare it to 1 (`(… IN …) = 1`), and the planner
+    # then scans the table instead of starting from the FTS matches.
     # The SQL depends on the needle's length; not worth teaching the statement cache.
     inherit_cache = False
 
