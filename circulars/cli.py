@@ -374,6 +374,43 @@ def send_command(
         sys.exit(1)
 
 
+# --- DKIM -------------------------------------------------------------------------------
+
+
+@main.group("dkim")
+def dkim_group() -> None:
+    """DKIM signing keys (files under DKIM_KEY_DIR, never in the database)."""
+
+
+@dkim_group.command("generate", with_appcontext=False)
+@click.option("--selector", required=True, help="The DNS selector, as in SEL._domainkey.DOMAIN.")
+@click.option(
+    "--algorithm", type=click.Choice(["rsa", "ed25519"]), default="rsa", show_default=True
+)
+@click.option("--domain", default=None, help="Default: DKIM_DOMAIN, else MAIL_FROM's domain.")
+@click.option("--force", is_flag=True, help="Replace an existing key of this selector.")
+def dkim_generate(selector: str, algorithm: str, domain: str | None, force: bool) -> None:
+    """Create a key (RSA-2048 or Ed25519) and print the DNS TXT record to publish."""
+    # Without the app: a DKIM_SELECTOR naming the key about to be made must not stop this.
+    from .config import load_settings, parse_domain
+    from .mail.dkim import DkimKeyError, key_path, write_key
+
+    try:
+        settings = load_settings()
+        domain = parse_domain(domain) if domain else settings.dkim_signing_domain
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    assert domain is not None
+    try:
+        key = write_key(settings.dkim_keys_path, selector, algorithm, force=force)
+    except DkimKeyError as exc:
+        fail(str(exc))
+    click.echo(f"Wrote {key_path(settings.dkim_keys_path, selector, algorithm)} (mode 0600).")
+    click.echo("Publish this DNS record, then set DKIM_SELECTOR to use the key:")
+    click.echo("")
+    click.echo(key.dns_record(domain))
+
+
 # --- running ----------------------------------------------------------------------------
 
 

@@ -203,6 +203,18 @@ class Settings:
     ratelimit_enabled: bool = True
     ratelimit_storage_url: str = "memory://"
     trusted_proxies: int = 0
+    # DKIM: one selector per key; two (an RSA and an Ed25519 one) sign every message twice.
+    dkim_selectors: tuple[str, ...] = ()
+    dkim_domain: str = ""
+    dkim_key_dir: Path | None = None
+
+    @property
+    def dkim_signing_domain(self) -> str:
+        return self.dkim_domain or self.mail_domain
+
+    @property
+    def dkim_keys_path(self) -> Path:
+        return self.dkim_key_dir or self.instance_path / "dkim"
 
     @property
     def capture_mail(self) -> bool:
@@ -346,7 +358,35 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             _default_ratelimit_storage(env.get("CELERY_BROKER_URL", "")),
         ),
         trusted_proxies=get("TRUSTED_PROXIES", parse_int(0, 10), 0),
+        dkim_selectors=get("DKIM_SELECTOR", parse_dkim_selectors, ()),
+        dkim_domain=get("DKIM_DOMAIN", parse_domain, ""),
+        dkim_key_dir=get("DKIM_KEY_DIR", lambda value: Path(value).resolve(), None),
     )
+
+
+def parse_dkim_selectors(value: str) -> tuple[str, ...]:
+    """One selector, or two separated by a comma (an RSA key and an Ed25519 key)."""
+    selectors = tuple(part.strip() for part in value.split(",") if part.strip())
+    for selector in selectors:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", selector):
+            raise ValueError(f"{selector!r}: a selector is letters, digits and inner hyphens")
+    if len(set(selectors)) != len(selectors) or len(selectors) > 2:
+        raise ValueError("name one selector, or two different ones separated by a comma")
+    return selectors
+
+
+def parse_domain(value: str) -> str:
+    domain = value.strip().rstrip(".").lower()
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError("must be a domain name such as example.org") from exc
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(
+        re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", label) for label in labels
+    ):
+        raise ValueError("must be a domain name such as example.org")
+    return domain
 
 
 def _parse_log_level(value: str) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .mail.branding import Branding
+from .mail.dkim import DkimKeyError, DkimSigner, load_keys, signing_messenger
 from .mail.transport import SmtpMessenger
 from .sending.context import SendContext
 from .storage import FileStore
@@ -40,9 +41,24 @@ def file_store(settings: Settings) -> FileStore:
     return FileStore(settings.uploads_path, settings.max_upload_size)
 
 
+def dkim_signer(settings: Settings) -> DkimSigner | None:
+    """None without DKIM_SELECTOR; a selector whose key file is missing stops start-up."""
+    if not settings.dkim_selectors:
+        return None
+    try:
+        keys = load_keys(settings.dkim_keys_path, settings.dkim_selectors)
+    except DkimKeyError as exc:
+        raise ConfigError(f"DKIM_SELECTOR is not usable: {exc}") from None
+    return DkimSigner(settings.dkim_signing_domain, keys)
+
+
 def send_context(settings: Settings) -> SendContext:
+    # Every message goes through this messenger, so every message is signed, just before SMTP.
+    messenger = signing_messenger(
+        SmtpMessenger(settings.smtp_relay, timeout=settings.smtp_timeout), dkim_signer(settings)
+    )
     return SendContext(
-        messenger=SmtpMessenger(settings.smtp_relay, timeout=settings.smtp_timeout),
+        messenger=messenger,
         files=file_store(settings),
         links=Links(settings.base_url, token_signer(settings)),
         branding=branding(settings),
