@@ -25,8 +25,12 @@ DOMAIN = "example.org"
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, DkimKey]:
-    key_dir = tmp_path_factory.mktemp("dkim")
+def key_dir(tmp_path_factory: pytest.TempPathFactory):
+    return tmp_path_factory.mktemp("dkim")
+
+
+@pytest.fixture(scope="module")
+def keys(key_dir) -> dict[str, DkimKey]:
     return {
         "rsa": write_key(key_dir, "circ-rsa", "rsa"),
         "ed25519": write_key(key_dir, "circ-ed", "ed25519"),
@@ -372,3 +376,144 @@ def test_send_through_the_worker_is_signed(app, stack, runner, worker, smtp_serv
         assert checker.verify(idx=0, dnsfunc=dnsfunc), item.rcpt_tos
         assert checker.verify(idx=1, dnsfunc=dnsfunc), item.rcpt_tos
         assert {"list-unsubscribe", "list-unsubscribe-post"} <= set(h_tag(item.data))
+
+
+# --- DNS records: what to publish, and the check --------------------------------------------
+
+
+def test_expected_records_and_comparison(keys):
+    from circulars.mail.dns_records import (
+        DIFFERENT,
+        FOUND,
+        MISSING,
+        UNREACHABLE,
+        DnsUnreachable,
+        check_records,
+        expected_records,
+    )
+
+    records = expected_records(
+        mail_domain="news.example.org",
+        dkim_domain="example.org",
+        dkim_keys=[keys["rsa"], keys["ed25519"]],
+        relay_host="smtp.relay.example.net",
+        report_address="dmarc@example.org",
+    )
+    by_name = {record.name: record for record in records}
+    assert by_name["circ-rsa._domainkey.example.org"].value == keys["rsa"].dns_value()
+    assert by_name["circ-ed._domainkey.example.org"].value.startswith("v=DKIM1; k=ed25519; p=")
+    assert by_name["news.example.org"].value == "v=spf1 a:smtp.relay.example.net mx ~all"
+    assert (
+        by_name["_dmarc.news.example.org"].value == "v=DMARC1; p=none; rua=mailto:dmarc@example.org"
+    )
+    rsa_value = keys["rsa"].dns_value()
+    # Split into 255-byte strings and spaced differently, as DNS hosts publish it.
+    published = {
+        "circ-rsa._domainkey.example.org": [rsa_value.replace("; ", ";")],
+        "circ-ed._domainkey.example.org": [keys["ed25519"].dns_value()[:-8] + "AAAAAAA="],
+        "news.example.org": ["v=spf1 include:_spf.other.example ~all", "google-site=x"],
+    }
+
+    def resolve(name: str) -> list[str]:
+        if name.startswith("_dmarc"):
+            raise DnsUnreachable("timed out")
+        return published.get(name, [])
+
+    statuses = {check.record.name: check.status for check in check_records(records, resolve)}
+    assert statuses == {
+        "circ-rsa._domainkey.example.org": FOUND,
+        "circ-ed._domainkey.example.org": DIFFERENT,
+        "news.example.org": DIFFERENT,  # an SPF record that does not allow our relay
+        "_dmarc.news.example.org": UNREACHABLE,
+    }
+    assert check_records(records[-1:], lambda name: [])[0].status == MISSING
+
+
+@pytest.fixture
+def dns_admin(app, auth, keys, key_dir, monkeypatch):
+    settings = app.extensions["circulars.settings"]
+    monkeypatch.setitem(
+        app.extensions,
+        "circulars.settings",
+        dataclasses.replace(
+            settings,
+            dkim_selectors=("circ-rsa",),
+            dkim_key_dir=key_dir,
+            dkim_domain="example.org",
+        ),
+    )
+    auth.create_user("admin@example.org", "admin")
+    auth.login("admin@example.org")
+    return auth
+
+
+def test_dns_page_shows_the_records(dns_admin, client, keys):
+    page = client.get("/admin/dns")
+    assert page.status_code == 200
+    assert "DNS records" in page.text
+    assert "circ-rsa._domainkey.example.org" in page.text
+    assert keys["rsa"].public_key_b64() in page.text
+    assert "v=spf1 a:127.0.0.1" not in page.text  # a loopback relay is no SPF advice
+    assert "_dmarc.circulars.test" in page.text
+    assert "v=DMARC1; p=none; rua=mailto:" in page.text
+    assert 'href="/admin/dns"' in page.text  # in the navigation
+    assert "Check DNS" in page.text
+
+
+def test_dns_check_found_missing_different(dns_admin, client, app, keys, monkeypatch):
+    published = {
+        "circ-rsa._domainkey.example.org": [keys["rsa"].dns_value()],
+        "circulars.test": ["v=spf1 mx ~all"],
+        "_dmarc.circulars.test": ["v=DMARC1; rua=mailto:x@example.org"],
+    }
+    looked_up = []
+
+    def resolve(name):
+        looked_up.append(name)
+        return published.get(name, [])
+
+    monkeypatch.setitem(app.extensions, "circulars.dns_resolver", resolve)
+    forged = client.post("/admin/dns", data={})  # no CSRF token: no lookups
+    assert forged.status_code == 400 and looked_up == []
+    page = dns_admin.post_form("/admin/dns", "/admin/dns", {})
+    assert page.status_code == 200
+    assert sorted(looked_up) == sorted(
+        ["circ-rsa._domainkey.example.org", "circulars.test", "_dmarc.circulars.test"]
+    )
+    assert page.text.count(">found<") == 2  # the DKIM key and SPF
+    assert ">different<" in page.text and "it has no policy (p=)" in page.text
+    assert "DNS not reachable" not in page.text
+
+    published.clear()
+    page = dns_admin.post_form("/admin/dns", "/admin/dns", {})
+    assert page.text.count(">missing<") == 3
+
+
+def test_dns_check_unreachable(dns_admin, client, app, monkeypatch):
+    from circulars.mail.dns_records import DnsUnreachable
+
+    def resolve(name):
+        raise DnsUnreachable("The DNS operation timed out.")
+
+    monkeypatch.setitem(app.extensions, "circulars.dns_resolver", resolve)
+    page = dns_admin.post_form("/admin/dns", "/admin/dns", {})
+    assert page.status_code == 200
+    assert "DNS not reachable" in page.text
+    assert ">found<" not in page.text
+
+
+def test_dns_page_is_for_admins_only_and_needs_csrf(app, auth, client):
+    auth.create_user("sender@example.org", "sender")
+    assert client.get("/admin/dns").status_code in (302, 401)
+    auth.login("sender@example.org")
+    assert client.get("/admin/dns").status_code == 403
+    assert 'href="/admin/dns"' not in client.get("/admin/circulars").text
+
+
+def test_dns_page_without_dkim_explains_how(app, auth, client):
+    auth.create_user("admin@example.org", "admin")
+    auth.login("admin@example.org")
+    page = client.get("/admin/dns")
+    assert "No DKIM key is configured" in page.text
+    assert "circulars dkim generate --selector" in page.text
+    assert "_domainkey" not in page.text

@@ -612,3 +612,4 @@ def outbox_clear() -> Any:
 from . import exports, imports, suppressions  # noqa: E402,F401
 from . import subscribers  # noqa: E402,F401
 from . import list_settings  # noqa: E402,F401  (list settings, the subscribe form snippet)
+from . import dns  # noqa: E402,F401  (DNS records: DKIM, SPF, DMARC)
