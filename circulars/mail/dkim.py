@@ -244,7 +244,7 @@ def crlf_lines(message: bytes) -> bytes:
     ends over 100 KB of it would cost more than the signature.
     """
     last = max(message.rfind(b" "), message.rfind(b"\t"))
-    line_end = message.find(b"\n", last)
+    line_end = message.find(b"\n", last) if last >= 0 else -1
     checked = message if line_end < 0 else message[: line_end + 1]
     if checked.count(b"\n") == checked.count(b"\r\n"):
         return message
