@@ -151,8 +151,10 @@ def write_key(key_dir: Path, selector: str, algorithm: str, *, force: bool = Fal
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    key_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(key_dir, 0o700)
+    if not key_dir.exists():
+        # A directory we create is ours alone; one the operator chose keeps its mode.
+        key_dir.mkdir(parents=True)
+        os.chmod(key_dir, 0o700)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
