@@ -214,6 +214,20 @@ def test_settings_validate_dkim(tmp_path):
             load_settings({**base, name: value})
 
 
+def test_signing_only_when_a_key_is_configured(tmp_path):
+    from circulars.config import load_settings
+    from circulars.mail.transport import SmtpMessenger
+    from circulars.wiring import send_context
+
+    base = {"INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "x" * 32}
+    assert isinstance(send_context(load_settings(base)).messenger, SmtpMessenger)
+    write_key(tmp_path / "dkim", "k1", "ed25519")
+    messenger = send_context(load_settings({**base, "DKIM_SELECTOR": "k1"})).messenger
+    assert isinstance(messenger, SigningMessenger)
+    assert messenger.signer.domain == "example.org"  # MAIL_FROM's domain by default
+    assert [key.selector for key in messenger.signer.keys] == ["k1"]
+
+
 def test_missing_key_stops_start_up(tmp_path):
     from circulars.config import ConfigError, load_settings
     from circulars.wiring import send_context
