@@ -207,6 +207,15 @@ class Settings:
     dkim_selectors: tuple[str, ...] = ()
     dkim_domain: str = ""
     dkim_key_dir: Path | None = None
+    # Bounces: soft ones suppress after this many in this many days; intake by polling.
+    bounce_soft_limit: int = 3
+    bounce_soft_window_days: int = 14
+    bounce_mailbox_url: str | None = None
+    bounce_poll_interval: int = 300
+
+    @property
+    def bounces_path(self) -> Path:
+        return self.instance_path / "bounces"
 
     @property
     def dkim_signing_domain(self) -> str:
@@ -243,7 +252,13 @@ class Settings:
         """The settings safe to show an admin (no secrets, no passwords)."""
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         shown.pop("secret_key")
-        for name in ("smtp_url", "database_url", "broker_url", "ratelimit_storage_url"):
+        for name in (
+            "smtp_url",
+            "database_url",
+            "broker_url",
+            "ratelimit_storage_url",
+            "bounce_mailbox_url",
+        ):
             if shown[name]:
                 shown[name] = without_password(shown[name])
         return shown
@@ -361,7 +376,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         dkim_selectors=get("DKIM_SELECTOR", parse_dkim_selectors, ()),
         dkim_domain=get("DKIM_DOMAIN", parse_domain, ""),
         dkim_key_dir=get("DKIM_KEY_DIR", lambda value: Path(value).resolve(), None),
+        bounce_soft_limit=get("BOUNCE_SOFT_LIMIT", parse_int(1, 100), 3),
+        bounce_soft_window_days=get("BOUNCE_SOFT_WINDOW_DAYS", parse_int(1, 365), 14),
+        bounce_mailbox_url=get("BOUNCE_MAILBOX_URL", parse_mailbox_url, None),
+        bounce_poll_interval=get("BOUNCE_POLL_INTERVAL", parse_int(10, 24 * 3600), 300),
     )
+
+
+def parse_mailbox_url(value: str) -> str:
+    """pop3s://user:pass@host[:995], pop3://, imaps://user:pass@host[:993]/INBOX, imap://."""
+    from .subscribers.bounce_intake import mailbox_from_url
+
+    mailbox_from_url(value)
+    return value
 
 
 def parse_dkim_selectors(value: str) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """SQLAlchemy 2.0 models; the schema itself comes from migrations/."""
 
 from .base import Base, utcnow
+from .bounces import Bounce, BounceKind, BounceSource
 from .circulars import Attachment, Circular, CircularStatus, Counter, circular_lists
 from .consent import (
     ConsentAction,
@@ -26,6 +27,9 @@ from .users import Role, User
 __all__ = [
     "Attachment",
     "Base",
+    "Bounce",
+    "BounceKind",
+    "BounceSource",
     "Circular",
     "ConsentAction",
     "ConsentEvent",
