@@ -411,6 +411,62 @@ def dkim_generate(selector: str, algorithm: str, domain: str | None, force: bool
     click.echo(key.dns_record(domain))
 
 
+# --- bounces ----------------------------------------------------------------------------
+
+
+@main.group("bounces")
+def bounces_group() -> None:
+    """Bounce and complaint intake."""
+
+
+def _bounce_intake() -> Any:
+    from .extensions import db
+    from .wiring import bounce_intake
+
+    return bounce_intake(current_app.extensions["circulars.settings"], db.engine)
+
+
+@bounces_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=2525, show_default=True)
+@click.option("--lmtp", is_flag=True, help="Speak LMTP instead of SMTP.")
+def bounces_serve(host: str, port: int, lmtp: bool) -> None:
+    """Receive bounces by SMTP (or LMTP) from the MTA, store and classify each one."""
+    from .subscribers.bounce_intake import BounceReceiver
+
+    receiver = BounceReceiver(_bounce_intake(), host, port, lmtp=lmtp)
+    receiver.start()
+    click.echo(f"Receiving bounces by {'LMTP' if lmtp else 'SMTP'} on {host}:{port}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        receiver.stop()
+
+
+@bounces_group.command("poll")
+@click.option("--mailbox", "url", default=None, help="Default: BOUNCE_MAILBOX_URL.")
+def bounces_poll(url: str | None) -> None:
+    """Fetch the bounce mailbox once: store, classify, then delete each message."""
+    from .subscribers.bounce_intake import MailboxError, mailbox_from_url, poll
+
+    url = url or current_app.extensions["circulars.settings"].bounce_mailbox_url
+    if not url:
+        fail("no mailbox: set BOUNCE_MAILBOX_URL or pass --mailbox")
+    try:
+        mailbox = mailbox_from_url(url or "")
+    except ValueError as exc:
+        fail(f"--mailbox is not valid: {exc}")
+    try:
+        result = poll(_bounce_intake(), mailbox)
+    except MailboxError as exc:
+        fail(str(exc), code=1)
+    click.echo(
+        f"{result.fetched} fetched, {result.stored} stored and deleted"
+        + (f", {result.failed} left for later (database unavailable)" if result.failed else "")
+    )
+
+
 # --- running ----------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ SEND_CONFIRMATION = "circulars.send_confirmation"
 SEND_WELCOME = "circulars.send_welcome"
 PURGE_UNCONFIRMED = "circulars.purge_unconfirmed"
 BULK_SUBSCRIBERS = "circulars.bulk_subscribers"
+POLL_BOUNCES = "circulars.poll_bounces"
 
 #: The periodic jobs, each with a stable id (the key), run by `celery beat`.
 SCHEDULE: dict[str, dict[str, Any]] = {
@@ -32,6 +33,15 @@ SCHEDULE: dict[str, dict[str, Any]] = {
     "sweep-stalled-imports": {"task": SWEEP_IMPORTS, "schedule": 300.0},
     "purge-unconfirmed-subscriptions": {"task": PURGE_UNCONFIRMED, "schedule": 24 * 3600.0},
 }
+
+
+def bounce_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Polling the bounce mailbox, only when BOUNCE_MAILBOX_URL is set."""
+    if not settings.bounce_mailbox_url:
+        return {}
+    return {
+        "poll-bounces": {"task": POLL_BOUNCES, "schedule": float(settings.bounce_poll_interval)}
+    }
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
@@ -52,7 +62,7 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
-        "beat_schedule": SCHEDULE,
+        "beat_schedule": {**SCHEDULE, **bounce_schedule(settings)},
         "beat_schedule_filename": str(settings.instance_path / "celerybeat-schedule"),
         "timezone": settings.timezone,
     }

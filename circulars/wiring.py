@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
 from .config import ConfigError, Settings
 from .mail.branding import Branding
 from .mail.dkim import DkimKeyError, DkimSigner, load_keys, signing_messenger
 from .mail.transport import SmtpMessenger
 from .sending.context import SendContext
 from .storage import FileStore
+from .subscribers.bounce_intake import BounceIntake
+from .subscribers.bounces import BouncePolicy
 from .subscribers.links import Links
 from .subscribers.tokens import TokenSigner
 
@@ -67,4 +72,13 @@ def send_context(settings: Settings) -> SendContext:
         batch_size=settings.send_batch_size,
         max_attempts=settings.send_max_attempts,
         timezone=settings.timezone,
+    )
+
+
+def bounce_intake(settings: Settings, engine: Engine) -> BounceIntake:
+    """The bounce intake (receiver and poller): a session of its own per message."""
+    return BounceIntake(
+        lambda: Session(engine),
+        settings.bounces_path,
+        BouncePolicy(settings.bounce_soft_limit, settings.bounce_soft_window_days),
     )

@@ -464,3 +464,38 @@ def test_bad_mailbox_urls_are_refused_at_start_up(url):
 
     with pytest.raises(ConfigError, match="BOUNCE_MAILBOX_URL"):
         load_settings({"BOUNCE_MAILBOX_URL": url, "SECRET_KEY": "x" * 32})
+
+
+def test_cli_poll_reads_the_mailbox(session, make_delivery, runner, app, pop3):
+    ghost = make_delivery("ghost@example.org")
+    mailbox = pop3([crlf(corpus("gmail_nosuchuser.eml", ghost.id)), corpus("garbage_empty.eml")])
+    result = runner.invoke(["bounces", "poll", "--mailbox", mailbox.url()])
+    assert result.exit_code == 0, result.output
+    assert "2 fetched, 2 stored and deleted" in result.output
+    assert mailbox.messages == []
+    session.expire_all()
+    assert is_suppressed(session, "ghost@example.org").reason == "hard_bounce"
+    stored = app.extensions["circulars.settings"].bounces_path
+    assert len(list(stored.rglob("*.eml"))) >= 2
+
+
+def test_cli_poll_without_a_mailbox_says_so(runner):
+    result = runner.invoke(["bounces", "poll"])
+    assert result.exit_code == 2
+    assert "BOUNCE_MAILBOX_URL" in result.output
+
+
+def test_beat_polls_only_when_a_mailbox_is_set():
+    from circulars.config import load_settings
+    from circulars.tasks import POLL_BOUNCES, bounce_schedule
+
+    plain = load_settings({"SECRET_KEY": "x" * 32})
+    assert bounce_schedule(plain) == {}
+    polling = load_settings(
+        {
+            "SECRET_KEY": "x" * 32,
+            "BOUNCE_MAILBOX_URL": "imaps://u:p@mail.example.org/INBOX",
+            "BOUNCE_POLL_INTERVAL": "120",
+        }
+    )
+    assert bounce_schedule(polling) == {"poll-bounces": {"task": POLL_BOUNCES, "schedule": 120.0}}

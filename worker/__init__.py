@@ -12,6 +12,7 @@ app = flask_app.extensions["celery"]
 # Importing the modules registers their tasks on `app`: sends, imports, subscribe mails
 # (confirmation, welcome, purge) and large bulk actions on subscribers.
 from . import (  # noqa: E402,F401
+    bounce_tasks,
     import_tasks,
     subscribe_tasks,
     subscriber_tasks,
