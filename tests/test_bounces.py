@@ -499,3 +499,78 @@ def test_beat_polls_only_when_a_mailbox_is_set():
         }
     )
     assert bounce_schedule(polling) == {"poll-bounces": {"task": POLL_BOUNCES, "schedule": 120.0}}
+
+
+# --- admin pages -------------------------------------------------------------------------
+
+
+SCRIPTED = b"From: x@example.org\nSubject: <script>alert(1)</script>\n\n<b>hello</b>\n"
+
+
+@pytest.fixture
+def received(session, make_delivery, app):
+    """Three bounces of one send, as the receiver stores them (raw files in the instance)."""
+    raw_dir = app.extensions["circulars.settings"].bounces_path
+    ghost = make_delivery("ghost@example.org")
+    full = make_delivery("full.box@example.org")
+    rows = [
+        record(
+            session, corpus("postfix_user_unknown.eml", ghost.id), source="smtp", raw_dir=raw_dir
+        ),
+        record(
+            session,
+            corpus("postfix_mailbox_full_delayed.eml", full.id),
+            source="pop3",
+            raw_dir=raw_dir,
+        ),
+        record(session, SCRIPTED, source="smtp", raw_dir=raw_dir),
+    ]
+    session.commit()
+    return make_delivery.send, rows
+
+
+def test_admin_bounces_page_lists_what_came_back(client, auth, received):
+    auth.create_user(role="editor")
+    auth.login()
+    page = client.get("/admin/bounces")
+    assert page.status_code == 200
+    assert "Bounces and complaints" in page.text
+    assert "ghost@example.org" in page.text and "5.1.1" in page.text
+    assert "User unknown in virtual mailbox table" in page.text
+    assert "full.box@example.org" in page.text and "4.2.2" in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text  # the subject, escaped
+    assert "<script>alert(1)</script>" not in page.text
+    assert 'aria-current="page">Bounces<' in page.text
+    assert "/raw" not in page.text  # editors do not download raw mail
+
+    only_hard = client.get("/admin/bounces?kind=hard")
+    assert "ghost@example.org" in only_hard.text and "full.box@example.org" not in only_hard.text
+    assert "No bounce matches" in client.get("/admin/bounces?q=nobody").text
+
+
+def test_admin_downloads_the_raw_message_never_renders_it(client, auth, received):
+    _send, rows = received
+    auth.create_user(role="sender")
+    auth.login()
+    assert "Raw message" in client.get("/admin/bounces").text
+    raw = client.get(f"/admin/bounces/{rows[2].id}/raw")
+    assert raw.status_code == 200
+    assert raw.data == SCRIPTED
+    assert raw.mimetype == "application/octet-stream"
+    assert "attachment" in raw.headers["Content-Disposition"]
+    assert client.get("/admin/bounces/999999/raw").status_code == 404
+
+
+def test_send_page_counts_bounces_by_kind(client, auth, received):
+    send, _rows = received
+    auth.create_user(role="editor")
+    auth.login()
+    page = client.get(f"/admin/sends/{send.id}")
+    assert page.status_code == 200
+    assert 'id="bounces-hard">1<' in page.text
+    assert 'id="bounces-soft">1<' in page.text
+    assert 'id="bounces-complaint">0<' in page.text
+
+
+def test_bounces_page_needs_a_signed_in_user(client):
+    assert client.get("/admin/bounces").status_code in (302, 401)

@@ -613,3 +613,4 @@ from . import exports, imports, suppressions  # noqa: E402,F401
 from . import subscribers  # noqa: E402,F401
 from . import list_settings  # noqa: E402,F401  (list settings, the subscribe form snippet)
 from . import dns  # noqa: E402,F401  (DNS records: DKIM, SPF, DMARC)
+from . import bounces  # noqa: E402,F401  (bounces and complaints received)
