@@ -7,6 +7,7 @@ Postfix, Exim, Exchange, Gmail and qmail use; their VERP address names delivery
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socketserver
 import threading
@@ -574,3 +575,119 @@ def test_send_page_counts_bounces_by_kind(client, auth, received):
 
 def test_bounces_page_needs_a_signed_in_user(client):
     assert client.get("/admin/bounces").status_code in (302, 401)
+
+
+# --- polling an IMAP mailbox -------------------------------------------------------------
+
+
+class ImapMailbox:
+    """Just enough IMAP4rev1 (RFC 3501) on loopback for the poller: CAPABILITY, LOGIN,
+    SELECT, UID SEARCH/FETCH/STORE, EXPUNGE, LOGOUT. Messages have UIDs from 101."""
+
+    def __init__(self, messages: list[bytes], user: str = "bounces", password: str = "s3cret"):
+        self.messages: dict[int, bytes] = {101 + i: m for i, m in enumerate(messages)}
+        self.flagged: set[int] = set()
+        self.user, self.password = user, password
+        mailbox = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def send(self, data: str | bytes) -> None:
+                self.wfile.write((data.encode() if isinstance(data, str) else data) + b"\r\n")
+
+            def handle(self) -> None:
+                self.send("* OK test IMAP4rev1 server ready")
+                authed = selected = False
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    tag, _, rest = line.decode().strip().partition(" ")
+                    words = re.findall(r'"(?:[^"\\]|\\.)*"|\([^)]*\)|\S+', rest)
+                    command = words[0].upper() if words else ""
+                    args = [w[1:-1] if w.startswith('"') else w for w in words[1:]]
+                    if command == "CAPABILITY":
+                        self.send("* CAPABILITY IMAP4rev1 AUTH=PLAIN")
+                        self.send(f"{tag} OK CAPABILITY completed")
+                    elif command == "LOGIN":
+                        authed = args == [mailbox.user, mailbox.password]
+                        self.send(f"{tag} OK LOGIN" if authed else f"{tag} NO bad credentials")
+                    elif command == "LOGOUT":
+                        self.send("* BYE")
+                        self.send(f"{tag} OK LOGOUT completed")
+                        return
+                    elif not authed:
+                        self.send(f"{tag} NO log in first")
+                    elif command == "SELECT":
+                        selected = args[0].upper() == "INBOX"
+                        if selected:
+                            self.send(f"* {len(mailbox.messages)} EXISTS")
+                            self.send(f"{tag} OK [READ-WRITE] SELECT completed")
+                        else:
+                            self.send(f"{tag} NO no such folder")
+                    elif not selected:
+                        self.send(f"{tag} BAD select a folder first")
+                    elif command == "UID" and args[0].upper() == "SEARCH":
+                        uids = " ".join(str(uid) for uid in sorted(mailbox.messages))
+                        self.send(f"* SEARCH {uids}".rstrip())
+                        self.send(f"{tag} OK SEARCH completed")
+                    elif command == "UID" and args[0].upper() == "FETCH":
+                        uid = int(args[1])
+                        if uid in mailbox.messages:
+                            body = mailbox.messages[uid]
+                            seq = sorted(mailbox.messages).index(uid) + 1
+                            self.wfile.write(
+                                f"* {seq} FETCH (UID {uid} BODY[] {{{len(body)}}}\r\n".encode()
+                                + body
+                                + b")\r\n"
+                            )
+                        self.send(f"{tag} OK FETCH completed")
+                    elif command == "UID" and args[0].upper() == "STORE":
+                        if "\\Deleted" in args[3]:
+                            mailbox.flagged.add(int(args[1]))
+                        self.send(f"{tag} OK STORE completed")
+                    elif command == "EXPUNGE":
+                        for uid in sorted(mailbox.flagged):
+                            mailbox.messages.pop(uid, None)
+                        mailbox.flagged.clear()
+                        self.send(f"{tag} OK EXPUNGE completed")
+                    else:
+                        self.send(f"{tag} BAD unknown command")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self) -> str:
+        return f"imap://{self.user}:{self.password}@127.0.0.1:{self.port}/INBOX"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_imap_poll_stores_and_expunges_only_stored_messages(session, make_delivery, tmp_path, pop3):
+    from circulars.extensions import db
+
+    ghost = make_delivery("ghost@example.org")
+    full = make_delivery("full.box@example.org")
+    messages = [
+        crlf(corpus("exchange_recipnotfound.eml", ghost.id)),
+        crlf(corpus("postfix_mailbox_full_delayed.eml", full.id)),
+        crlf(corpus("exim_plain.eml")),
+    ]
+    mailbox = ImapMailbox(messages)
+    try:
+        good, broken = db.engine, create_engine(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+        engines = iter([good, good])  # then the database goes away
+        flaky = BounceIntake(lambda: Session(next(engines, broken)), tmp_path / "bounces")
+        result = poll(flaky, mailbox_from_url(mailbox.url()))
+        assert (result.fetched, result.stored, result.failed) == (3, 2, 1)
+        assert list(mailbox.messages.values()) == [messages[2]]
+    finally:
+        mailbox.close()
+
+    session.expire_all()
+    rows = session.scalars(select(Bounce).order_by(Bounce.id)).all()
+    assert [(row.kind, row.source) for row in rows] == [("hard", "imap"), ("soft", "imap")]
+    assert is_suppressed(session, "ghost@example.org").reason == "hard_bounce"
