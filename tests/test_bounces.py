@@ -185,6 +185,8 @@ def test_soft_bounces_suppress_when_they_reach_the_limit_within_the_window(
 
     old = record(session, raw, source="smtp", raw_dir=tmp_path, policy=policy)
     old.received_at = utcnow() - timedelta(days=20)  # outside the window: does not count
+    stray = raw.replace(b"-bounces+", b"-elsewhere+")  # names no delivery: does not count
+    assert not record(session, stray, source="smtp", raw_dir=tmp_path, policy=policy).processed
     session.commit()
     for _ in range(2):
         record(session, raw, source="smtp", raw_dir=tmp_path, policy=policy)
@@ -691,3 +693,40 @@ def test_imap_poll_stores_and_expunges_only_stored_messages(session, make_delive
     rows = session.scalars(select(Bounce).order_by(Bounce.id)).all()
     assert [(row.kind, row.source) for row in rows] == [("hard", "imap"), ("soft", "imap")]
     assert is_suppressed(session, "ghost@example.org").reason == "hard_bounce"
+
+
+def test_cli_serve_runs_the_receiver(stack, session, make_delivery, tmp_path):
+    """`circulars bounces serve` as an operator starts it, in a process of its own."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    delivery = make_delivery("departed@example.org")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "circulars.cli", "bounces", "serve", "--port", str(port)],
+            env={**os.environ, **stack},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
+                break
+            except OSError:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the receiver did not start"
+                time.sleep(0.2)
+        with smtp:
+            raw = crlf(corpus("qmail_no_mailbox.eml", delivery.id))
+            smtp.sendmail("", [f"secretariat-bounces+{delivery.id}@circulars.test"], raw)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    session.expire_all()
+    assert is_suppressed(session, "departed@example.org").reason == "hard_bounce"

@@ -31,7 +31,7 @@ from email import policy as email_policy
 from pathlib import Path
 
 from flufl.bounce import all_failures
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from ..models import Bounce, BounceKind, Delivery, SuppressionReason, utcnow
@@ -453,6 +453,8 @@ def _apply_policy(session: Session, bounce: Bounce, policy: BouncePolicy) -> boo
                     Bounce.email == bounce.email,
                     Bounce.kind == BounceKind.SOFT,
                     Bounce.received_at >= since,
+                    # Only bounces tied to a delivery of ours count, as this one is.
+                    or_(Bounce.processed, Bounce.id == bounce.id),
                 )
             )
             if (count or 0) >= policy.soft_limit:
