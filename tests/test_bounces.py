@@ -730,3 +730,24 @@ def test_cli_serve_runs_the_receiver(stack, session, make_delivery, tmp_path):
         process.wait(timeout=30)
     session.expire_all()
     assert is_suppressed(session, "departed@example.org").reason == "hard_bounce"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Content-Type: multipart/report; report-type=delivery-status\n\nno boundary at all\n",
+        b"Content-Type: text/plain; charset=no-such-charset\nSubject: =?bogus?Q?x?=\n\n\xff\xfe\n",
+        b"Content-Type: multipart/report; report-type=feedback-report; boundary=b\n\n--b\n"
+        b"Content-Type: message/feedback-report\nContent-Transfer-Encoding: base64\n\n!!!\n",
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\n"
+        b"Content-Type: message/delivery-status\n\nAction: failed\nStatus: 9.9.9.9.9\n\n--b--\n",
+        b"To: =?utf-8?b?broken\nFrom: <<<>>>\nX-Failed-Recipients: ,,,@@@\n\n" + b"x" * 300_000,
+        bytes(range(256)) * 40,
+    ],
+)
+def test_malformed_mail_never_raises(raw, session, tmp_path):
+    verdict = classify(raw)
+    assert verdict.kind in ("hard", "soft", "complaint", "unknown")
+    bounce = record(session, raw, source="imap", raw_dir=tmp_path)
+    session.commit()
+    assert bounce.id is not None and (tmp_path / bounce.raw_path).read_bytes() == raw
