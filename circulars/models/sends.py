@@ -21,14 +21,22 @@ send_lists = Table(
 
 
 class SendStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waits for `scheduled_at`; no number taken, nothing rendered yet
     QUEUED = "queued"  # created; the start task has not snapshotted recipients yet
     RUNNING = "running"
+    PAUSED = "paused"  # by a person or after consecutive relay errors; says why in `pause_reason`
     DONE = "done"
     FAILED = "failed"  # could not start (e.g. rendering failed); says why in `error`
+    CANCELLED = "cancelled"  # stopped for good; its unsent deliveries are marked cancelled
+
+
+#: A send in one of these states will not change any more.
+FINAL_SEND_STATUSES = frozenset({SendStatus.DONE, SendStatus.FAILED, SendStatus.CANCELLED})
 
 
 class Send(Base):
     __tablename__ = "sends"
+    __table_args__ = (Index("ix_sends_status_scheduled_at", "status", "scheduled_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     circular_id: Mapped[int] = mapped_column(
@@ -44,7 +52,18 @@ class Send(Base):
     # Final figures, written when the send ends; while it runs they are counted live.
     sent_count: Mapped[int | None]
     failed_count: Mapped[int | None]
+    # Deliveries never attempted because the send was cancelled.
+    cancelled_count: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # Control (see circulars/sending/control.py): a start time, pauses and cancellation.
+    scheduled_at: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None]
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    cancelled_at: Mapped[datetime | None]
+    cancelled_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Temporary relay errors in a row across all batches; a success resets it.
+    relay_errors: Mapped[int] = mapped_column(default=0, server_default="0")
     # Rendered once per send by the start task: the subject header and the two
     # bodies, with placeholders that each delivery fills in.
     subject: Mapped[str | None] = mapped_column(Text)
@@ -61,6 +80,7 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # never attempted: the send was cancelled first
 
 
 class Delivery(Base):
