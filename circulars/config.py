@@ -34,23 +34,71 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SmtpRelay:
-    """One outgoing SMTP relay, parsed from an `smtp://` style URL."""
+    """One outgoing SMTP relay, parsed from an `smtp://` style URL, with its share and limits.
+
+    A limit of None means none: the relay takes what we send.
+    """
 
     host: str
     port: int
     security: str  # "none", "starttls" or "tls"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    weight: int = 1
+    per_second: int | None = None
+    per_hour: int | None = None
+    per_day: int | None = None
+    max_connections: int | None = None
 
     @property
     def label(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def key(self) -> str:
+        """What names the relay in the state all workers share (limits, connections, health)."""
+        return f"{self.username}@{self.label}" if self.username else self.label
+
+    @property
+    def limited(self) -> bool:
+        return any(
+            limit is not None
+            for limit in (self.per_second, self.per_hour, self.per_day, self.max_connections)
+        )
+
 
 _SMTP_SCHEMES = {"smtp": ("none", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
 
+#: Query parameters of a relay URL and their ranges.
+RELAY_PARAMETERS = {
+    "weight": (1, 1000),
+    "per_second": (1, 100_000),
+    "per_hour": (1, 100_000_000),
+    "per_day": (1, 1_000_000_000),
+    "max_connections": (1, 1000),
+}
+
+
+def _relay_parameters(query: str) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for item in filter(None, query.split("&")):
+        name, sep, raw = item.partition("=")
+        if name not in RELAY_PARAMETERS:
+            raise ValueError(f"unknown parameter {name!r}; use {', '.join(RELAY_PARAMETERS)}")
+        if name in values:
+            raise ValueError(f"{name} is given twice")
+        low, high = RELAY_PARAMETERS[name]
+        if not sep or not re.fullmatch(r"\d{1,10}", raw) or not low <= int(raw) <= high:
+            raise ValueError(f"{name} must be a whole number from {low} to {high}")
+        values[name] = int(raw)
+    return values
+
 
 def parse_smtp_url(value: str) -> SmtpRelay:
+    """`smtp://user:password@host:port`, optionally with the relay's share and limits.
+
+    As in `?weight=3&per_second=50&per_hour=20000&per_day=200000&max_connections=4`.
+    """
     parts = urlsplit(value)
     if parts.scheme not in _SMTP_SCHEMES:
         raise ValueError(
@@ -65,13 +113,38 @@ def parse_smtp_url(value: str) -> SmtpRelay:
         raise ValueError("the port must be a number from 1 to 65535") from exc
     if not 1 <= port <= 65535:
         raise ValueError("the port must be a number from 1 to 65535")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise ValueError("a relay URL has no path: smtp://host:port?parameters")
     return SmtpRelay(
         host=parts.hostname,
         port=port,
         security=security,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
+        **_relay_parameters(parts.query),
     )
+
+
+def parse_smtp_relays(value: str) -> tuple[SmtpRelay, ...]:
+    """Relay URLs separated by white space or commas; a bad one is named by position and URL.
+
+    A comma separates two relays only where the next URL starts, so a comma
+    inside a password needs no escaping.
+    """
+    urls = [url for url in re.split(r"\s+|,(?=\s*smtps?(?:\+starttls)?://)", value) if url]
+    urls = [url.strip().rstrip(",") for url in urls]
+    if not any(urls):
+        raise ValueError("name at least one relay URL")
+    relays: list[SmtpRelay] = []
+    for number, url in enumerate(filter(None, urls), 1):
+        try:
+            relay = parse_smtp_url(url)
+        except ValueError as exc:
+            raise ValueError(f"relay {number} ({without_password(url)}): {exc}") from None
+        if any(other.key == relay.key for other in relays):
+            raise ValueError(f"relay {number} ({without_password(url)}) is listed twice")
+        relays.append(relay)
+    return tuple(relays)
 
 
 def parse_size(value: str) -> int:
@@ -212,6 +285,10 @@ class Settings:
     bounce_soft_window_days: int = 14
     bounce_mailbox_url: str | None = None
     bounce_poll_interval: int = 300
+    # Several relays (instead of SMTP_URL); where their limits and health are shared.
+    smtp_relays: str | None = None
+    relay_cooldown_seconds: int = 60
+    relay_state_url: str = ""
 
     @property
     def bounces_path(self) -> Path:
@@ -228,13 +305,20 @@ class Settings:
     @property
     def capture_mail(self) -> bool:
         """True on the embedded default: mail goes to the local capture server."""
-        return self.smtp_url is None
+        return self.smtp_url is None and self.smtp_relays is None
 
     @property
     def smtp_relay(self) -> SmtpRelay:
+        """The relay, or the first of SMTP_RELAYS."""
+        return self.relays[0]
+
+    @property
+    def relays(self) -> tuple[SmtpRelay, ...]:
+        if self.smtp_relays is not None:
+            return parse_smtp_relays(self.smtp_relays)
         if self.smtp_url is None:
-            return SmtpRelay(host=CAPTURE_HOST, port=CAPTURE_PORT, security="none")
-        return parse_smtp_url(self.smtp_url)
+            return (SmtpRelay(host=CAPTURE_HOST, port=CAPTURE_PORT, security="none"),)
+        return (parse_smtp_url(self.smtp_url),)
 
     @property
     def mail_domain(self) -> str:
@@ -258,9 +342,14 @@ class Settings:
             "broker_url",
             "ratelimit_storage_url",
             "bounce_mailbox_url",
+            "relay_state_url",
         ):
             if shown[name]:
                 shown[name] = without_password(shown[name])
+        if shown["smtp_relays"]:
+            shown["smtp_relays"] = " ".join(
+                without_password(url) for url in shown["smtp_relays"].split()
+            )
         return shown
 
 
@@ -312,6 +401,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     smtp_url = env.get("SMTP_URL") or None
     if smtp_url is not None:
         get("SMTP_URL", parse_smtp_url, None)
+    smtp_relays = env.get("SMTP_RELAYS") or None
+    if smtp_relays is not None:
+        try:
+            parse_smtp_relays(smtp_relays)
+        except ValueError as exc:
+            # Not through get(): the whole list would be shown, passwords and all.
+            raise ConfigError(f"SMTP_RELAYS is not valid: {exc}") from None
+        if smtp_url is not None:
+            raise ConfigError(
+                "SMTP_URL and SMTP_RELAYS are both set: list every relay in SMTP_RELAYS "
+                "and unset SMTP_URL"
+            )
     secret_key = env.get("SECRET_KEY") or _secret_key(instance_path)
     if len(secret_key) < 16:
         raise ConfigError("SECRET_KEY is not valid: use at least 16 characters")
@@ -380,7 +481,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         bounce_soft_window_days=get("BOUNCE_SOFT_WINDOW_DAYS", parse_int(1, 365), 14),
         bounce_mailbox_url=get("BOUNCE_MAILBOX_URL", parse_mailbox_url, None),
         bounce_poll_interval=get("BOUNCE_POLL_INTERVAL", parse_int(10, 24 * 3600), 300),
+        smtp_relays=smtp_relays,
+        relay_cooldown_seconds=get("RELAY_COOLDOWN_SECONDS", parse_int(1, 24 * 3600), 60),
+        relay_state_url=get(
+            "RELAY_STATE_URL",
+            parse_relay_state_url,
+            _default_relay_state(env.get("CELERY_BROKER_URL", ""), instance_path),
+        ),
     )
+
+
+def parse_relay_state_url(value: str) -> str:
+    if not re.match(r"^(redis|rediss)://", value) and not re.match(r"^sqlite:///.", value):
+        raise ValueError("must be a redis:// or rediss:// URL, or sqlite:///path/to/file.db")
+    return value
+
+
+def _default_relay_state(broker_url: str, instance_path: Path) -> str:
+    # Relay limits must bind every worker: the broker's Redis, else a file all local processes open.
+    if broker_url.startswith(("redis://", "rediss://")):
+        return broker_url
+    return f"sqlite:///{instance_path / 'relay_state.db'}"
 
 
 def parse_mailbox_url(value: str) -> str:
