@@ -253,6 +253,8 @@ class Settings:
     send_max_attempts: int = 5
     smtp_timeout: int = 30
     send_retry_delay: int = 10
+    # Temporary relay errors in a row (across the send) after which it pauses itself; 0: never.
+    send_pause_after_relay_errors: int = 10
     unsubscribe_token_max_age_days: int = 365
     worker_concurrency: int = 2
     org_name: str = "Circulars"
@@ -436,6 +438,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         send_max_attempts=get("SEND_MAX_ATTEMPTS", parse_int(1, 50), 5),
         smtp_timeout=get("SMTP_TIMEOUT", parse_int(1, 600), 30),
         send_retry_delay=get("SEND_RETRY_DELAY", parse_int(0, 3600), 10),
+        send_pause_after_relay_errors=get(
+            "SEND_PAUSE_AFTER_RELAY_ERRORS", parse_int(0, 1_000_000), 10
+        ),
         unsubscribe_token_max_age_days=get(
             "UNSUBSCRIBE_TOKEN_MAX_AGE_DAYS", parse_int(1, 3650), 365
         ),

@@ -72,6 +72,7 @@ def send_context(settings: Settings) -> SendContext:
         batch_size=settings.send_batch_size,
         max_attempts=settings.send_max_attempts,
         timezone=settings.timezone,
+        pause_after_relay_errors=settings.send_pause_after_relay_errors,
     )
 
 

@@ -27,6 +27,8 @@ class SendContext:
     max_attempts: int = 5
     claim_lease: timedelta = timedelta(minutes=10)
     timezone: str = "UTC"
+    # Temporary relay errors in a row after which a send pauses itself (0: never).
+    pause_after_relay_errors: int = 10
 
     @property
     def domain(self) -> str:
