@@ -33,6 +33,7 @@ from ..mail.render import AttachmentInfo, RenderedCircular, RenderError, render_
 from ..mail.transport import ConnectionFailed, DeliveryError
 from ..models import Circular, Delivery, DeliveryStatus, Send, SendStatus, Subscriber, utcnow
 from .context import SendContext
+from .control import SendWatch
 from .service import recipients_query
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,12 @@ class BatchOutcome:
     deferred: int = 0  # temporary failures, left pending for a later try
     error: str | None = None  # why the batch stopped early, if it did
     skipped: dict[str, int] = field(default_factory=dict)
+    stopped: str | None = None  # the send's status when it stopped being running mid-batch
 
     @property
     def retry(self) -> bool:
-        return self.deferred > 0
+        # A paused send is resumed by re-batching what is pending, not by retries.
+        return self.deferred > 0 and self.stopped is None
 
 
 def render_send(
@@ -303,15 +306,25 @@ def deliver_batch(
         session.commit()
         outcome.deferred += len(ids)
 
+    # Between messages: has the send been paused or cancelled, by a person or by relay errors?
+    watch = SendWatch(
+        session, send_id, pause_after=ctx.pause_after_relay_errors, relay_errors=send.relay_errors
+    )
     try:
         connection = ctx.messenger.connect()
     except ConnectionFailed as exc:
         outcome.error = exc.reply
-        release(rows, exc.reply)
+        if watch.relay_error(exc.reply):
+            outcome.stopped = watch.stop(rows)
+        else:
+            release(rows, exc.reply)
         return outcome
 
     try:
         for index, row in enumerate(rows):
+            if not watch.running():
+                outcome.stopped = watch.stop(rows[index:])
+                break
             if row.subscriber_id is None:
                 _mark(
                     session,
@@ -340,7 +353,10 @@ def deliver_batch(
             except ConnectionFailed as exc:
                 # Reconnecting failed: nothing more goes through this batch now.
                 outcome.error = exc.reply
-                release(rows[index:], exc.reply)
+                if watch.relay_error(exc.reply):
+                    outcome.stopped = watch.stop(rows[index:])
+                else:
+                    release(rows[index:], exc.reply)
                 break
             except DeliveryError as exc:
                 attempts = row.attempts + 1
@@ -359,6 +375,9 @@ def deliver_batch(
                         session, row.id, attempts=attempts, last_error=exc.reply, claimed_until=None
                     )
                     outcome.deferred += 1
+                if not exc.permanent and watch.relay_error(exc.reply):
+                    outcome.stopped = watch.stop(rows[index + 1 :])
+                    break
             else:
                 _mark(
                     session,
@@ -369,6 +388,7 @@ def deliver_batch(
                     claimed_until=None,
                 )
                 outcome.sent += 1
+                watch.success()
     finally:
         connection.close()
     finish_if_complete(session, send_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -104,15 +105,23 @@ def lists_by_slug(session: Session, slugs: Sequence[str]) -> list[MailingList]:
 
 
 def create_send(
-    session: Session, circular_id: int, list_ids: Sequence[int], user_id: int | None = None
+    session: Session,
+    circular_id: int,
+    list_ids: Sequence[int],
+    user_id: int | None = None,
+    scheduled_at: datetime | None = None,
 ) -> Send:
     """Create the Send (and number the circular on its first send); the caller commits.
 
     The circular's row is written first, so a second send of the same draft
     started at the same moment waits for this one and then sees its number.
+    A send scheduled for later (`scheduled_at`, UTC) takes the number when it
+    starts, since a circular gets its number when it is first sent.
     """
     if not list_ids:
         raise SendRefused("Choose at least one list to send to.")
+    if scheduled_at is not None and scheduled_at <= utcnow():
+        raise SendRefused("The start time is in the past; choose a time to come.")
     locked = session.execute(
         update(Circular).where(Circular.id == circular_id).values(revision=Circular.revision)
     )
@@ -131,12 +140,16 @@ def create_send(
             "who have not already received this circular."
         )
     now = utcnow()
-    if circular.number is None:
+    if circular.number is None and scheduled_at is None:
         circular.number = take_next_number(session)
         circular.status = CircularStatus.SENT
         circular.first_sent_at = now
     send = Send(
-        circular_id=circular.id, status=SendStatus.QUEUED, created_by_id=user_id, created_at=now
+        circular_id=circular.id,
+        status=SendStatus.QUEUED if scheduled_at is None else SendStatus.SCHEDULED,
+        scheduled_at=scheduled_at,
+        created_by_id=user_id,
+        created_at=now,
     )
     send.lists = lists
     session.add(send)
