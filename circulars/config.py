@@ -255,6 +255,11 @@ class Settings:
     send_retry_delay: int = 10
     # Temporary relay errors in a row (across the send) after which it pauses itself; 0: never.
     send_pause_after_relay_errors: int = 10
+    # Crash recovery: how long a batch holds its rows; when and how often the sweeper restarts
+    # a send whose tasks were lost (killed worker, broker restart).
+    send_claim_lease_seconds: int = 600
+    send_stall_seconds: int = 120
+    send_sweep_interval: int = 60
     unsubscribe_token_max_age_days: int = 365
     worker_concurrency: int = 2
     org_name: str = "Circulars"
@@ -441,6 +446,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         send_pause_after_relay_errors=get(
             "SEND_PAUSE_AFTER_RELAY_ERRORS", parse_int(0, 1_000_000), 10
         ),
+        send_claim_lease_seconds=get("SEND_CLAIM_LEASE_SECONDS", parse_int(5, 7 * 86400), 600),
+        send_stall_seconds=get("SEND_STALL_SECONDS", parse_int(1, 7 * 86400), 120),
+        send_sweep_interval=get("SEND_SWEEP_INTERVAL", parse_int(1, 3600), 60),
         unsubscribe_token_max_age_days=get(
             "UNSUBSCRIBE_TOKEN_MAX_AGE_DAYS", parse_int(1, 3650), 365
         ),

@@ -19,6 +19,7 @@ START_SEND = "circulars.start_send"
 DELIVER_BATCH = "circulars.deliver_batch"
 SEND_TEST = "circulars.send_test"
 SWEEP_SENDS = "circulars.sweep_sends"
+START_DUE_SENDS = "circulars.start_due_sends"
 RUN_IMPORT = "circulars.run_import"
 SWEEP_IMPORTS = "circulars.sweep_imports"
 SEND_CONFIRMATION = "circulars.send_confirmation"
@@ -30,9 +31,20 @@ POLL_BOUNCES = "circulars.poll_bounces"
 #: The periodic jobs, each with a stable id (the key), run by `celery beat`.
 SCHEDULE: dict[str, dict[str, Any]] = {
     "sweep-stalled-sends": {"task": SWEEP_SENDS, "schedule": 60.0},
+    "start-scheduled-sends": {"task": START_DUE_SENDS, "schedule": 30.0},
     "sweep-stalled-imports": {"task": SWEEP_IMPORTS, "schedule": 300.0},
     "purge-unconfirmed-subscriptions": {"task": PURGE_UNCONFIRMED, "schedule": 24 * 3600.0},
 }
+
+
+def sweep_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The send sweeper at SEND_SWEEP_INTERVAL (replaces the default entry in SCHEDULE)."""
+    return {
+        "sweep-stalled-sends": {
+            "task": SWEEP_SENDS,
+            "schedule": float(settings.send_sweep_interval),
+        }
+    }
 
 
 def bounce_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -61,8 +73,11 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
+        # A worker outlives a broker outage of any length (the default gives up after 100 tries);
+        # what the broker lost with it, the sweeper puts back.
+        "broker_connection_max_retries": None,
         "worker_hijack_root_logger": False,
-        "beat_schedule": {**SCHEDULE, **bounce_schedule(settings)},
+        "beat_schedule": {**SCHEDULE, **sweep_schedule(settings), **bounce_schedule(settings)},
         "beat_schedule_filename": str(settings.instance_path / "celerybeat-schedule"),
         "timezone": settings.timezone,
     }

@@ -71,6 +71,7 @@ def send_context(settings: Settings) -> SendContext:
         base_url=settings.base_url,
         batch_size=settings.send_batch_size,
         max_attempts=settings.send_max_attempts,
+        claim_lease=timedelta(seconds=settings.send_claim_lease_seconds),
         timezone=settings.timezone,
         pause_after_relay_errors=settings.send_pause_after_relay_errors,
     )

@@ -7,15 +7,15 @@ from datetime import timedelta
 
 from celery import shared_task
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from circulars.extensions import db
 from circulars.mail.transport import DeliveryError
 from circulars.models import Send, SendStatus, utcnow
-from circulars.sending import engine
+from circulars.sending import control, engine
 from circulars.sending.context import SendContext
-from circulars.tasks import DELIVER_BATCH, SEND_TEST, START_SEND, SWEEP_SENDS
+from circulars.tasks import DELIVER_BATCH, SEND_TEST, START_DUE_SENDS, START_SEND, SWEEP_SENDS
 
 log = logging.getLogger(__name__)
 #: How often a batch with temporary failures is tried again before its rows fail.
@@ -78,16 +78,33 @@ def send_test(circular_id: int, address: str) -> None:
 def sweep_sends() -> int:
     """Restart sends whose tasks were lost (broker restart, killed worker); safe to repeat."""
     session = db.session
-    stale = utcnow() - timedelta(minutes=2)
+    stall = timedelta(seconds=current_app.extensions["circulars.settings"].send_stall_seconds)
+    stale = utcnow() - stall
     queued = list(
         session.scalars(
-            select(Send.id).where(Send.status == SendStatus.QUEUED, Send.created_at < stale)
+            # A scheduled send is queued at its time, not when it was created.
+            select(Send.id).where(
+                Send.status == SendStatus.QUEUED,
+                func.coalesce(Send.scheduled_at, Send.created_at) < stale,
+            )
         )
     )
-    stalled = engine.stalled_sends(session, timedelta(minutes=2))
+    stalled = engine.stalled_sends(session, stall)
     app = current_app.extensions["celery"]
     for send_id in queued + stalled:
         app.send_task(START_SEND, args=(send_id,))
     if queued or stalled:
         log.info("sweep: restarted sends %s", queued + stalled)
     return len(queued) + len(stalled)
+
+
+@shared_task(name=START_DUE_SENDS)
+def start_due_sends() -> int:
+    """Start the scheduled sends whose time has come (beat, every 30 s); safe to run twice."""
+    started = control.start_due_sends(db.session)
+    app = current_app.extensions["celery"]
+    for send_id in started:
+        app.send_task(START_SEND, args=(send_id,))
+    if started:
+        log.info("scheduled sends started: %s", started)
+    return len(started)
