@@ -303,6 +303,14 @@ def circulars_create(
     "--list", "slugs", multiple=True, help="A list to send to (repeat); default: the draft's lists."
 )
 @click.option(
+    "--at",
+    "at",
+    metavar="WHEN",
+    default=None,
+    help="Start later: '2026-12-01 09:00' in the organisation's time zone (TIMEZONE), "
+    "or ISO 8601 with an offset.",
+)
+@click.option(
     "--wait", is_flag=True, help="Show progress until the send ends; exit 1 if any delivery failed."
 )
 @click.option(
@@ -312,14 +320,22 @@ def circulars_create(
     help="With --wait: give up waiting after this many seconds.",
 )
 def send_command(
-    circular_id: int, slugs: tuple[str, ...], wait: bool, timeout: float | None
+    circular_id: int, slugs: tuple[str, ...], at: str | None, wait: bool, timeout: float | None
 ) -> None:
-    """Send circular CIRCULAR_ID to lists (it gets its number now, if it has none)."""
+    """Send circular CIRCULAR_ID to lists now or --at a time (numbered when the send starts)."""
     from .models import Circular, Send, SendStatus
+    from .sending.control import ControlRefused, parse_send_time
     from .sending.service import SendRefused, create_send, send_progress
     from .tasks import START_SEND, enqueue
 
     session = _session()
+    settings = current_app.extensions["circulars.settings"]
+    scheduled_at = None
+    if at is not None:
+        try:
+            scheduled_at = parse_send_time(at, settings.timezone)
+        except ControlRefused as exc:
+            fail(f"--at: {exc}")
     circular = session.get(Circular, circular_id)
     if circular is None:
         fail(f"there is no circular {circular_id}.")
@@ -327,18 +343,27 @@ def send_command(
         [_list_by_slug(slug) for slug in dict.fromkeys(slugs)] if slugs else list(circular.lists)
     )
     try:
-        new_send = create_send(session, circular_id, [item.id for item in lists])
+        new_send = create_send(
+            session, circular_id, [item.id for item in lists], scheduled_at=scheduled_at
+        )
     except SendRefused as exc:
         session.rollback()
         fail(str(exc))
     session.commit()
     send_id, title = new_send.id, new_send.circular.display_title
-    enqueue(START_SEND, send_id)
-    click.echo(f"Send {send_id} started: {title}")
+    if scheduled_at is None:
+        enqueue(START_SEND, send_id)
+        click.echo(f"Send {send_id} started: {title}")
+    else:
+        click.echo(
+            f"Send {send_id} scheduled for {_local_time(scheduled_at)}: {title} "
+            f"(cancel with: circulars sends cancel {send_id})"
+        )
     if not wait:
         return
     started = time.monotonic()
     warned = False
+    ended = (SendStatus.DONE, SendStatus.FAILED, SendStatus.PAUSED, SendStatus.CANCELLED)
     with click.progressbar(length=1, label="Sending", show_percent=True, show_pos=True) as bar:
         while True:
             session.expire_all()
@@ -348,7 +373,7 @@ def send_command(
             if row.total is not None:
                 bar.length = max(row.total, 1)
                 bar.update(counts["sent"] + counts["failed"] - bar.pos)
-            if row.status in (SendStatus.DONE, SendStatus.FAILED):
+            if row.status in ended:
                 break
             if not warned and row.status == SendStatus.QUEUED and time.monotonic() - started > 30:
                 click.echo(
@@ -366,12 +391,131 @@ def send_command(
     elapsed = time.monotonic() - started
     if row.status == SendStatus.FAILED:
         fail(f"send {send_id} could not start: {row.error}", code=1)
+    if row.status == SendStatus.PAUSED:
+        fail(
+            f"send {send_id} is paused ({row.pause_reason or 'no reason given'}) after "
+            f"{counts['sent']} sent, {counts['failed']} failed, {counts['pending']} waiting; "
+            f"resume with: circulars sends resume {send_id}",
+            code=4,
+        )
+    if row.status == SendStatus.CANCELLED:
+        fail(
+            f"send {send_id} was cancelled: {counts['sent']} sent, {counts['failed']} failed, "
+            f"{counts['cancelled']} not sent.",
+            code=5,
+        )
     click.echo(
         f"Done in {elapsed:.1f} s: {counts['sent']} sent, {counts['failed']} failed, "
         f"of {row.total} recipients."
     )
     if counts["failed"]:
         sys.exit(1)
+
+
+def _local_time(moment: Any) -> str:
+    """A moment as the organisation reads it: local time and zone name."""
+    from zoneinfo import ZoneInfo
+
+    zone = current_app.extensions["circulars.settings"].timezone
+    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} ({zone})"
+
+
+# --- sends (control) --------------------------------------------------------------------
+
+
+@main.group("sends")
+def sends_group() -> None:
+    """Sends: list them; pause, resume or cancel one (cancel also drops a schedule)."""
+
+
+def _control(action: str, send_id: int) -> None:
+    from .sending import control
+    from .tasks import START_SEND, enqueue
+
+    session = _session()
+    try:
+        if action == "pause":
+            control.pause_send(session, send_id, "Paused from the command line.")
+        elif action == "resume":
+            control.resume_send(session, send_id)
+            enqueue(START_SEND, send_id)
+        else:
+            control.cancel_send(session, send_id)
+    except control.ControlRefused as exc:
+        session.rollback()
+        fail(str(exc), code=1)
+
+
+@sends_group.command("pause")
+@click.argument("send_id", type=int)
+def sends_pause(send_id: int) -> None:
+    """Pause a queued or running send; every worker stops within about a second."""
+    _control("pause", send_id)
+    click.echo(f"Send {send_id} paused. Resume with: circulars sends resume {send_id}")
+
+
+@sends_group.command("resume")
+@click.argument("send_id", type=int)
+def sends_resume(send_id: int) -> None:
+    """Resume a paused send; nothing already sent is sent again."""
+    _control("resume", send_id)
+    click.echo(f"Send {send_id} resumed.")
+
+
+@sends_group.command("cancel")
+@click.argument("send_id", type=int)
+def sends_cancel(send_id: int) -> None:
+    """Cancel a send, or its schedule; what was not sent yet is never sent."""
+    from .models import Send
+
+    _control("cancel", send_id)
+    row = _session().get(Send, send_id)
+    click.echo(
+        f"Send {send_id} cancelled: {row.sent_count} sent, {row.failed_count} failed, "
+        f"{row.cancelled_count} not sent."
+    )
+
+
+@sends_group.command("list")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option(
+    "--status",
+    type=click.Choice(["scheduled", "queued", "running", "paused", "done", "failed", "cancelled"]),
+    default=None,
+    help="Only sends in this state.",
+)
+def sends_list(limit: int, status: str | None) -> None:
+    """The latest sends: id, status, circular, when (scheduled or started), progress."""
+    from sqlalchemy.orm import selectinload
+
+    from .models import Send
+    from .sending.service import send_progress
+
+    session = _session()
+    query = select(Send).options(selectinload(Send.circular)).order_by(Send.id.desc())
+    if status:
+        query = query.where(Send.status == status)
+    rows = list(session.scalars(query.limit(limit)))
+    if not rows:
+        click.echo("No sends.")
+        return
+    for row in rows:
+        if row.status == "scheduled" and row.scheduled_at is not None:
+            when = f"at {_local_time(row.scheduled_at)}"
+        elif row.started_at is not None:
+            when = f"started {_local_time(row.started_at)}"
+        else:
+            when = "not started"
+        counts = send_progress(session, row.id)
+        line = (
+            f"{row.id:>6}  {row.status:<9}  {when}  {counts['sent']} sent, "
+            f"{counts['failed']} failed, {counts['pending']} waiting"
+            + (f", {counts['cancelled']} cancelled" if counts["cancelled"] else "")
+            + f"  {row.circular.display_title}"
+        )
+        if row.status == "paused" and row.pause_reason:
+            line += f"\n        paused: {row.pause_reason}"
+        click.echo(line)
 
 
 # --- DKIM -------------------------------------------------------------------------------
