@@ -7,6 +7,7 @@ skipped locally; with CI=true it fails the run instead.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -75,6 +76,8 @@ class SmtpSink:
     received: list[Received] = field(default_factory=list)
     reject: dict[str, str] = field(default_factory=dict)  # address -> permanent reply
     defer: dict[str, int] = field(default_factory=dict)  # address -> how many 451s first
+    delay: float = 0.0  # seconds each message takes to be accepted (a slow relay)
+    refuse_all: str | None = None  # a reply (e.g. "421 ...") to every recipient, while set
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -86,6 +89,8 @@ class SmtpSink:
             self.received.clear()
             self.reject.clear()
             self.defer.clear()
+            self.delay = 0.0
+            self.refuse_all = None
 
     def messages(self) -> list[Received]:
         with self.lock:
@@ -103,6 +108,8 @@ class SmtpSink:
     # aiosmtpd handler hooks
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         with self.lock:
+            if self.refuse_all is not None:
+                return self.refuse_all
             if address in self.reject:
                 return self.reject[address]
             if self.defer.get(address, 0) > 0:
@@ -112,6 +119,8 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.lock:
             self.received.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)

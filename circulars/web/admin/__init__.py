@@ -39,6 +39,7 @@ from ...models import (
     utcnow,
 )
 from ...sending.context import SendContext
+from ...sending.control import ControlRefused, parse_send_time
 from ...sending.engine import render_send
 from ...sending.numbering import peek_next_number
 from ...sending.service import SendRefused, count_recipients, create_send, send_progress
@@ -320,17 +321,37 @@ def send(circular_id: int) -> Any:
         chosen = request.args.getlist("lists", type=int) or [item.id for item in circular.lists]
         form.lists.data = [list_id for list_id in chosen if list_id in dict(form.lists.choices)]
     count = count_recipients(db.session, circular.id, form.lists.data or [])
+    status = 200
     if request.method == "POST" and form.validate_on_submit():
-        try:
-            new_send = create_send(db.session, circular.id, form.lists.data or [], current_user.id)
-        except SendRefused as exc:
-            db.session.rollback()
-            flash(str(exc), "error")
+        scheduled_at = None
+        if "schedule" in request.form:
+            # The "Schedule" button: the time is read in the organisation's time zone.
+            try:
+                scheduled_at = parse_send_time(form.scheduled_at.data or "", settings().timezone)
+            except ControlRefused as exc:
+                form.scheduled_at.errors = [str(exc)]
+        if form.scheduled_at.errors:
+            status = 400
         else:
-            db.session.commit()
-            enqueue(START_SEND, new_send.id)
-            flash(f"Sending {new_send.circular.display_title}.", "success")
-            return redirect(url_for("admin.show_send", send_id=new_send.id))
+            try:
+                new_send = create_send(
+                    db.session,
+                    circular.id,
+                    form.lists.data or [],
+                    current_user.id,
+                    scheduled_at=scheduled_at,
+                )
+            except SendRefused as exc:
+                db.session.rollback()
+                flash(str(exc), "error")
+            else:
+                db.session.commit()
+                if scheduled_at is None:
+                    enqueue(START_SEND, new_send.id)
+                    flash(f"Sending {new_send.circular.display_title}.", "success")
+                else:
+                    flash(f"Scheduled {new_send.circular.display_title}.", "success")
+                return redirect(url_for("admin.show_send", send_id=new_send.id))
     next_number = circular.number or peek_next_number(db.session)
     return render_template(
         "admin/circulars/send.html",
@@ -338,7 +359,7 @@ def send(circular_id: int) -> Any:
         form=form,
         count=count,
         next_number=next_number,
-    )
+    ), status
 
 
 # --- sends ------------------------------------------------------------------------------
@@ -359,6 +380,9 @@ def _progress(send_row: Send) -> dict[str, Any]:
         if send_row.status == SendStatus.DONE
         else (int(finished * 100 / total) if total else 0),
         "error": send_row.error,
+        "cancelled": counts["cancelled"],
+        "pause_reason": send_row.pause_reason,
+        "scheduled_at": send_row.scheduled_at.isoformat() if send_row.scheduled_at else None,
     }
 
 
@@ -614,3 +638,4 @@ from . import subscribers  # noqa: E402,F401
 from . import list_settings  # noqa: E402,F401  (list settings, the subscribe form snippet)
 from . import dns  # noqa: E402,F401  (DNS records: DKIM, SPF, DMARC)
 from . import bounces  # noqa: E402,F401  (bounces and complaints received)
+from . import send_control  # noqa: E402,F401  (pause, resume, cancel a send)
