@@ -4,6 +4,7 @@
   var box = document.getElementById("progress");
   if (!box) return;
   var url = box.getAttribute("data-url");
+  var initial = box.getAttribute("data-status");
   function set(id, value) {
     var el = document.getElementById(id);
     if (el) el.textContent = value;
@@ -24,7 +25,8 @@
         box.setAttribute("data-status", data.status);
         if (data.status === "queued" || data.status === "running") {
           setTimeout(poll, 1000);
-        } else if (data.error) {
+        } else if (data.error || data.status !== initial) {
+          // Paused, cancelled or done: the page shows why and the buttons that now apply.
           window.location.reload();
         }
       })

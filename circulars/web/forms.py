@@ -17,7 +17,7 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
-from wtforms.widgets import CheckboxInput, ListWidget
+from wtforms.widgets import CheckboxInput, DateTimeLocalInput, ListWidget
 
 
 def single_line(_form: FlaskForm, field: StringField) -> None:
@@ -54,6 +54,10 @@ class TestSendForm(FlaskForm):
 class SendForm(FlaskForm):
     lists = MultiCheckboxField("Lists", coerce=int, validate_choice=True)
     expected = IntegerField(validators=[Optional()])
+    # Read with the organisation's time zone by the view (an offset is also accepted).
+    scheduled_at = StringField(
+        "Send later, at", widget=DateTimeLocalInput(), validators=[Optional(), Length(max=40)]
+    )
 
 
 class ListForm(FlaskForm):
