@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session
 from .config import ConfigError, Settings
 from .mail.branding import Branding
 from .mail.dkim import DkimKeyError, DkimSigner, load_keys, signing_messenger
-from .mail.transport import SmtpMessenger
+from .mail.ratelimit import relay_state
+from .mail.relays import RelayPool
+from .mail.transport import Messenger, SmtpMessenger
 from .sending.context import SendContext
 from .storage import FileStore
 from .subscribers.bounce_intake import BounceIntake
@@ -57,11 +59,24 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
     return DkimSigner(settings.dkim_signing_domain, keys)
 
 
+def relay_messenger(settings: Settings) -> Messenger:
+    """One relay without limits: straight to it. Otherwise the pool, with limits shared by all."""
+    relays = settings.relays
+    if len(relays) == 1 and not relays[0].limited:
+        return SmtpMessenger(relays[0], timeout=settings.smtp_timeout)
+    return RelayPool(
+        relays,
+        relay_state(settings.relay_state_url),
+        cooldown=settings.relay_cooldown_seconds,
+        timeout=settings.smtp_timeout,
+        # A free connection slot is waited for as long as a slow relay would be.
+        connect_wait=settings.smtp_timeout,
+    )
+
+
 def send_context(settings: Settings) -> SendContext:
     # Every message goes through this messenger, so every message is signed, just before SMTP.
-    messenger = signing_messenger(
-        SmtpMessenger(settings.smtp_relay, timeout=settings.smtp_timeout), dkim_signer(settings)
-    )
+    messenger = signing_messenger(relay_messenger(settings), dkim_signer(settings))
     return SendContext(
         messenger=messenger,
         files=file_store(settings),
