@@ -639,3 +639,4 @@ from . import list_settings  # noqa: E402,F401  (list settings, the subscribe fo
 from . import dns  # noqa: E402,F401  (DNS records: DKIM, SPF, DMARC)
 from . import bounces  # noqa: E402,F401  (bounces and complaints received)
 from . import send_control  # noqa: E402,F401  (pause, resume, cancel a send)
+from . import reports  # noqa: E402,F401  (a send's report and its deliveries as CSV)

@@ -22,9 +22,7 @@ from sqlalchemy.orm import selectinload
 from ...extensions import db
 from ...models import (
     ConsentEvent,
-    Delivery,
     MailingList,
-    Send,
     Subscriber,
     SubscriberStatus,
     Subscription,
@@ -32,6 +30,7 @@ from ...models import (
     User,
     utcnow,
 )
+from ...sending.reports import subscriber_history
 from ...subscribers import search
 from ...subscribers.bulk import BulkAction, BulkResult, preview, run
 from ...subscribers.search import SubscriberFilter
@@ -40,6 +39,9 @@ from ...tasks import BULK_SUBSCRIBERS, enqueue
 from ..forms import ConfirmForm
 from ..helpers import sender_required
 from . import bp
+
+# Entries of a subscriber's history (deliveries, bounces) per page.
+HISTORY_PER_PAGE = 25
 
 # Above this many changes a confirmed bulk action runs in the worker, not in the request.
 INLINE_LIMIT = 20_000
@@ -110,20 +112,19 @@ def subscriber(subscriber_id: int) -> Any:
         .order_by(ConsentEvent.id.desc())
         .limit(200)
     ).all()
-    deliveries = db.session.execute(
-        select(Delivery, Send)
-        .join(Send, Send.id == Delivery.send_id)
-        .options(selectinload(Send.circular))
-        .where(Delivery.subscriber_id == person.id)
-        .order_by(Delivery.id.desc())
-        .limit(50)
-    ).all()
+    history = subscriber_history(
+        db.session,
+        person.id,
+        person.email,
+        page=request.args.get("page", 1, type=int) or 1,
+        per_page=HISTORY_PER_PAGE,
+    )
     return render_template(
         "admin/subscribers/show.html",
         person=person,
         subscriptions=sorted(person.subscriptions, key=lambda s: s.mailing_list.name),
         consent=consent,
-        deliveries=deliveries,
+        history=history,
         suppression=is_suppressed(db.session, person.email),
         reasons=REASON_LABELS,
     )
