@@ -54,7 +54,7 @@ def block_size(relay: SmtpRelay) -> int:
     back, but only at the end of the second or of the connection).
     """
     if relay.per_second:
-        return max(1, min(32, relay.per_second // 8))
+        return max(1, min(64, relay.per_second // 8))
     return 64
 
 
