@@ -215,7 +215,7 @@ def parse_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError("must be an IANA time zone such as Europe/Geneva") from exc
+        raise ValueError("must be an IANA time zone such as Europe/Zurich") from exc
     return value
 
 
