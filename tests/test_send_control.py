@@ -123,6 +123,24 @@ def test_a_start_time_is_read_in_the_organisations_time_zone():
         control.parse_send_time("2027-03-28 02:30", ZURICH, now)
 
 
+def test_the_relay_error_limit_is_a_checked_setting(tmp_path):
+    from circulars.config import ConfigError, load_settings
+    from circulars.wiring import send_context
+
+    def load(**env: str) -> Any:
+        return load_settings({"INSTANCE_PATH": str(tmp_path), **env})
+
+    assert load().send_pause_after_relay_errors == 10
+    settings = load(SEND_PAUSE_AFTER_RELAY_ERRORS="0")  # never pause by itself
+    assert settings.send_pause_after_relay_errors == 0
+    assert send_context(load(SEND_PAUSE_AFTER_RELAY_ERRORS="25")).pause_after_relay_errors == 25
+    for bad in ("-1", "ten", "2.5"):
+        with pytest.raises(
+            ConfigError, match=f"SEND_PAUSE_AFTER_RELAY_ERRORS='{bad}' is not valid"
+        ):
+            load(SEND_PAUSE_AFTER_RELAY_ERRORS=bad)
+
+
 # --- schedule -----------------------------------------------------------------------------
 
 
