@@ -437,17 +437,27 @@ def finish_if_complete(session: Session, send_id: int) -> bool:
 
 
 def stalled_sends(session: Session, older_than: timedelta) -> list[int]:
-    """Running sends with pending rows nobody holds a claim on: a lost batch task."""
+    """Running sends with rows still pending and no batch at work on them: lost batch tasks.
+
+    A batch at work holds its rows for the lease. While any row of a send is held, the
+    send is moving and its queued batches take the rest; restarting it then would only
+    queue batches that find nothing to do (on a 5,000-recipient send, sweeping every few
+    seconds queued hundreds). Once nothing is held, no task is left to take what is pending.
+    """
     now = utcnow()
-    unclaimed = exists().where(
+    pending = exists().where(Delivery.send_id == Send.id, Delivery.status == DeliveryStatus.PENDING)
+    held = exists().where(
         Delivery.send_id == Send.id,
         Delivery.status == DeliveryStatus.PENDING,
-        or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+        Delivery.claimed_until >= now,
     )
     ids = list(
         session.scalars(
             select(Send.id).where(
-                Send.status == SendStatus.RUNNING, Send.started_at < now - older_than, unclaimed
+                Send.status == SendStatus.RUNNING,
+                Send.started_at < now - older_than,
+                pending,
+                ~held,
             )
         )
     )
