@@ -342,6 +342,28 @@ def test_report_page_escapes_what_servers_said(auth, client, session, scenario):
     assert "&lt;script&gt;alert" in page.text
 
 
+def test_report_of_a_send_not_started_yet(auth, client, session):
+    members = MailingList(slug="members", name="Members")
+    session.add(members)
+    session.flush()
+    add_to_list(session, members, "only@example.org", name="Only")
+    circular = Circular(title="Not yet", body_markdown="Soon.")
+    session.add(circular)
+    session.commit()
+    queued = create_send(session, circular.id, [members.id])
+    session.commit()
+    report = send_report(session, queued)
+    assert report.total == 0 and report.duration is None and report.average_rate is None
+    assert report.timeline.buckets == [] and report.failure_reasons == []
+    sign_in(auth, "sender")
+    page = client.get(f"/admin/sends/{queued.id}/report")
+    assert page.status_code == 200
+    assert "No message has been accepted yet." in page.text
+    assert "not finished" in page.text
+    csv_text = client.get(f"/admin/sends/{queued.id}/deliveries.csv").get_data(as_text=True)
+    assert csv_text.splitlines() == [",".join(reports.CSV_COLUMNS)]
+
+
 def test_report_of_an_unknown_send_is_404(auth, client):
     sign_in(auth, "admin")
     assert client.get("/admin/sends/999999/report").status_code == 404
