@@ -461,6 +461,36 @@ def test_errors_between_successes_are_not_consecutive(app, session, ctx, smtp_se
     )
 
 
+def test_our_own_relay_limits_hold_a_batch_back_without_counting_as_relay_errors(
+    app, session, ctx, smtp_server, tmp_path
+):
+    from circulars.config import load_settings
+    from circulars.wiring import relay_messenger
+
+    limited = load_settings(
+        {
+            "INSTANCE_PATH": str(tmp_path),
+            "SMTP_URL": f"{smtp_server.url}?per_day=5",
+            "RELAY_STATE_URL": f"sqlite:///{tmp_path / 'relay_state.db'}",
+        }
+    )
+    ctx = replace(ctx, messenger=relay_messenger(limited), pause_after_relay_errors=2)
+    members = make_audience(session, 20)
+    send, ranges = started(session, ctx, members)
+    for _attempt in range(3):  # the first sends 5; then the daily budget is spent
+        outcome = engine.deliver_batch(session, send.id, *ranges[0], ctx)
+        assert outcome.retry and "daily limit of 5 reached" in outcome.error
+    row = fresh(session, send.id)
+    assert (row.status, row.relay_errors) == ("running", 0)
+    assert len(smtp_server.messages()) == 5
+    assert control.held_back_by_our_limits(
+        "relay a:25: hourly limit of 9 reached; relay b:25: all 4 connections in use"
+    )
+    assert not control.held_back_by_our_limits(
+        "relay a:25: daily limit of 9 reached; relay b:25: 421 4.3.2 Service shutting down"
+    )
+
+
 # --- with a real worker -------------------------------------------------------------------
 
 

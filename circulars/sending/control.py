@@ -12,6 +12,7 @@ Status is per delivery, so nothing already sent is sent again.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -28,6 +29,13 @@ from .numbering import take_next_number
 #: 0.1 ms, so at this interval it is far below 0.1% of a batch's time, and a
 #: pause takes effect within this plus one SMTP exchange.
 CHECK_INTERVAL = 0.5
+
+#: The replies of our own relay limits (circulars/mail/relays.py): the batch was held
+#: back by a spent hourly or daily budget or a full connection count, and no relay
+#: failed, so they are not relay errors; the batch is deferred and tried again.
+_HELD_BACK = re.compile(
+    r"relay \S+: (?:(?:daily|hourly) limit of \d+ reached|all \d+ connections in use)"
+)
 
 PAUSABLE = (SendStatus.QUEUED, SendStatus.RUNNING)
 CANCELLABLE = (SendStatus.SCHEDULED, SendStatus.QUEUED, SendStatus.RUNNING, SendStatus.PAUSED)
@@ -255,6 +263,11 @@ def record_relay_error(session: Session, send_id: int, reply: str, limit: int) -
     return str(status)
 
 
+def held_back_by_our_limits(reply: str) -> bool:
+    """True when every reason in a ConnectionFailed reply is one of our own relay limits."""
+    return all(_HELD_BACK.fullmatch(part.strip()) for part in reply.split("; "))
+
+
 def reset_relay_errors(session: Session, send_id: int) -> None:
     session.execute(
         update(Send).where(Send.id == send_id, Send.relay_errors != 0).values(relay_errors=0)
@@ -307,6 +320,8 @@ class SendWatch:
 
     def relay_error(self, reply: str) -> bool:
         """Record a connection failure or temporary refusal; true if the batch must stop."""
+        if held_back_by_our_limits(reply):
+            return False
         self._errors_on_row = True
         self.status = record_relay_error(self.session, self.send_id, reply, self.pause_after)
         return self.status != SendStatus.RUNNING
