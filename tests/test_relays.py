@@ -428,6 +428,23 @@ def test_the_slot_of_a_killed_holder_comes_back_after_it_expires(
     assert len(sink.messages()) == 1
 
 
+@pytest.mark.parametrize("limits", [{}, {"per_hour": 1000}], ids=["slot-only", "rated"])
+def test_a_connection_in_use_keeps_its_slot_beyond_the_expiry(
+    store: Store, sinks: list[CountingSink], limits: dict[str, int]
+) -> None:
+    sink = sinks[0]
+    busy = relay(sink.url, max_connections=1, **limits)
+    pool = RelayPool([busy], store.open(), connect_wait=0.2, slot_ttl=2)
+    with pool.connect() as connection:
+        for number in range(12):  # about 5 s of sending, more than twice the slot's expiry
+            connection.send("a@circulars.test", f"p{number}@example.org", MESSAGE)
+            time.sleep(0.2)
+            with pytest.raises(ConnectionFailed, match="all 1 connections in use"):
+                pool.connect()
+    send_one(pool)  # closed: the slot is free at once
+    assert len(sink.messages()) == 13
+
+
 # --- settings -------------------------------------------------------------------------------
 
 

@@ -132,12 +132,15 @@ end
 # KEYS: 1 second, 2 hour, 3 previous hour, 4 day, 5 previous day, 6 slots,
 #       7-9 the second, hour and day the unused tokens were taken in.
 # ARGV: 1 want, 2 per second, 3 per hour, 4 per day (0: none), 5 fraction of the hour gone,
-#       6 fraction of the day gone, 7 holder, 8 slot expiry (0: no slot), 9 unused.
+#       6 fraction of the day gone, 7 holder, 8 slot expiry (0: no slot), 9 unused,
+#       10 lifetime of the slots key in ms.
 _TAKE = (
     _GIVE_BACK
     + """
 give_back(tonumber(ARGV[9]), 7)
-if ARGV[8] ~= '0' then redis.call('ZADD', KEYS[6], 'XX', ARGV[8], ARGV[7]) end
+if ARGV[8] ~= '0' and redis.call('ZADD', KEYS[6], 'XX', 'CH', ARGV[8], ARGV[7]) == 1 then
+  redis.call('PEXPIRE', KEYS[6], ARGV[10])
+end
 local want = tonumber(ARGV[1])
 local ps, ph, pd = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local function count(key) return tonumber(redis.call('GET', key) or '0') end
@@ -277,6 +280,7 @@ class RedisRelayState:
             holder or "",
             f"{now + ttl:.3f}" if holder else "0",
             unused if windows is not None else 0,
+            int(ttl * 2000),
         ]
         with self._guard():
             granted, exhausted = self._take(keys=keys, args=args)

@@ -271,11 +271,14 @@ class PooledConnection:
             if not limits.any:
                 if self.holder and now >= self._renew_at:
                     try:
-                        self.pool.state.acquire_slot(
+                        kept = self.pool.state.acquire_slot(
                             relay.key, self.holder, relay.max_connections or 1, self.pool.slot_ttl
                         )
                     except RelayStateUnavailable as exc:
                         raise ConnectionFailed(str(exc), permanent=False) from exc
+                    if not kept:
+                        # Not renewed in time (a send longer than the expiry); others took it.
+                        log.warning("relay %s: connection slot lost; sending on", relay.label)
                     self._renew_at = now + self.pool.slot_ttl / 4
                 return
             if self.tokens > 0 and now < self._tokens_until:
