@@ -254,6 +254,8 @@ def test_admin_schedules_in_the_org_time_zone_and_cancels_the_schedule(
     assert enqueued == []
     shown = client.get(f"/admin/sends/{send.id}")
     assert "Scheduled for" in shown.text and "Cancel the schedule" in shown.text
+    draft_page = client.get(f"/admin/circulars/{draft.id}").text
+    assert f"Scheduled to go out {local(when, ZURICH, '%-d %b %Y, %H:%M')}" in draft_page
     listed = client.get("/admin/sends").text
     assert f"scheduled for {local(when, ZURICH, '%-d %b %Y, %H:%M')}" in listed
     shown_at = client.get(f"/admin/sends/{send.id}/progress.json").get_json()["scheduled_at"]

@@ -179,6 +179,11 @@ def edit_circular(circular_id: int) -> Any:
             attachment_form=AttachmentForm(),
             test_form=TestSendForm(address=current_user.email),
             confirm_form=ConfirmForm(),
+            scheduled_sends=db.session.scalars(
+                select(Send)
+                .where(Send.circular_id == circular.id, Send.status == SendStatus.SCHEDULED)
+                .order_by(Send.scheduled_at)
+            ).all(),
         ),
         status,
     )
