@@ -12,6 +12,7 @@ Status is per delivery, so nothing already sent is sent again.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ from sqlalchemy.orm import Session
 
 from ..models import Circular, CircularStatus, Delivery, DeliveryStatus, Send, SendStatus, utcnow
 from .numbering import take_next_number
+
+log = logging.getLogger(__name__)
 
 #: How often a batch reads its send's status. A read by primary key costs about
 #: 0.1 ms, so at this interval it is far below 0.1% of a batch's time, and a
@@ -249,6 +252,7 @@ def record_relay_error(session: Session, send_id: int, reply: str, limit: int) -
         return SendStatus.CANCELLED
     errors, status = count
     if limit and errors >= limit and status == SendStatus.RUNNING:
+        log.warning("send %s paused after %s consecutive relay errors: %s", send_id, errors, reply)
         session.execute(
             update(Send)
             .where(Send.id == send_id, Send.status == SendStatus.RUNNING)
