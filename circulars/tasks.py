@@ -38,11 +38,17 @@ SCHEDULE: dict[str, dict[str, Any]] = {
 
 
 def sweep_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The send sweeper at SEND_SWEEP_INTERVAL (replaces the default entry in SCHEDULE)."""
+    """The send sweeper at SEND_SWEEP_INTERVAL (replaces the default entry in SCHEDULE).
+
+    A sweep still queued when the next one is due is dropped: behind a long queue of
+    batches, sweeps would otherwise pile up and then all restart the same send at once.
+    """
+    interval = float(settings.send_sweep_interval)
     return {
         "sweep-stalled-sends": {
             "task": SWEEP_SENDS,
-            "schedule": float(settings.send_sweep_interval),
+            "schedule": interval,
+            "options": {"expires": interval},
         }
     }
 
