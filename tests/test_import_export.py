@@ -237,6 +237,55 @@ def test_duplicates_are_found_across_chunks(app, session, monkeypatch):
     ]
 
 
+def test_a_long_run_of_bad_lines_moves_on_by_chunks_and_keeps_file_order(app, session, monkeypatch):
+    """Parsing runs ahead in a thread: a run of bad lines with no good one between still
+    arrives in chunk-sized batches (memory stays flat), and the report keeps file order."""
+    from circulars.subscribers import importer
+
+    monkeypatch.setattr(importer, "CHUNK", 3)
+    members = make_list(session)
+    lines = ["email,name"] + [f"bad{i},Bad" for i in range(2, 22)]  # lines 2-21: no @
+    lines += ["ok1@example.org,A", "bad,B", "OK1@example.org,again", "ok2@example.org,C"]
+    progress: list[tuple[int, int]] = []
+
+    def on_chunk(report: Any, position: int) -> None:
+        progress.append((report.rows, report.rejected_count))
+        session.commit()
+
+    rejected: list[int] = []
+    report = importer.import_subscribers(
+        session,
+        io.BytesIO(("\n".join(lines) + "\n").encode()),
+        members,
+        on_reject=lambda row: rejected.append(row.line),
+        on_chunk=on_chunk,
+    )
+    assert (report.rows, report.subscribed, report.invalid, report.duplicates) == (24, 2, 21, 1)
+    assert rejected == [*range(2, 22), 23, 24]
+    assert len(progress) >= 20 // 3
+    read = [0] + [rows for rows, _ in progress]
+    steps = [read[i + 1] - read[i] for i in range(len(progress))]
+    assert max(steps) <= 2 * 3
+    assert emails(session) == {"ok1@example.org", "ok2@example.org"}
+
+
+def test_an_error_while_writing_stops_the_reading_thread(app, session, monkeypatch):
+    import threading
+
+    from circulars.subscribers import importer
+
+    monkeypatch.setattr(importer, "CHUNK", 2)
+    members = make_list(session)
+    content = ("email\n" + "".join(f"p{i}@example.org\n" for i in range(200))).encode()
+
+    def on_chunk(report: Any, position: int) -> None:
+        raise RuntimeError("database went away")
+
+    with pytest.raises(RuntimeError, match="database went away"):
+        importer.import_subscribers(session, io.BytesIO(content), members, on_chunk=on_chunk)
+    assert not [t for t in threading.enumerate() if t.name == "csv-import-reader"]
+
+
 def test_addresses_are_normalised(app, session):
     members = make_list(session)
     run_file(

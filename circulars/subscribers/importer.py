@@ -30,13 +30,15 @@ import codecs
 import csv
 import io
 import json
+import queue
 import re
 import shutil
 import sqlite3
 import tempfile
+import threading
 import unicodedata
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import IO, Any, cast
@@ -458,58 +460,153 @@ def import_subscribers(
     `on_chunk(report, bytes_read)` runs after each chunk is written: commit
     there to keep transactions short, or leave it out to let the caller commit
     (or roll back) the whole import at the end.
+
+    Parsing, validation and de-duplication run in a thread of their own
+    (`_Reader`) while this one writes the previous chunk: the database works
+    on one core while Python parses on the other. The thread never touches the
+    session, so the caller's transaction stays in this thread.
     """
     options = options or ImportOptions()
     report = ImportReport(sink=on_reject, hold=True)
-    seen = SeenAddresses()
-    try:
-        with checked(binary) as stream:
-            rows = read_rows(stream, report, check=False)
-            try:
-                chunk: list[Row] = []
-                for row in rows:
-                    chunk.append(row)
-                    # A file of mostly bad lines also moves on by chunks, so memory stays flat.
-                    if len(chunk) >= CHUNK or len(report.pending) >= CHUNK:
-                        _write_chunk(session, chunk, mailing_list.id, options, report, seen)
-                        report.flush()
-                        chunk = []
-                        if on_chunk is not None:
-                            on_chunk(report, stream.tell())
-                if chunk:
-                    _write_chunk(session, chunk, mailing_list.id, options, report, seen)
+    with checked(binary) as stream:
+        reader = _Reader(stream)
+        reader.start()
+        try:
+            for batch in reader.batches():
+                report.rows += batch.rows_read
+                for rejected, kind in batch.rejected:
+                    report.reject(rejected, kind)
+                if batch.rows:
+                    _write_chunk(session, batch.rows, mailing_list.id, options, report)
                 report.flush()
                 if on_chunk is not None:
-                    on_chunk(report, stream.tell())
-            finally:
-                rows.close()
-    finally:
-        seen.close()
+                    on_chunk(report, batch.position)
+        finally:
+            reader.close()
     return report
+
+
+@dataclass
+class _Batch:
+    """A chunk's worth of the file, parsed: rows to write (first occurrences only),
+    the lines rejected among them (invalid or duplicate, with their kind), how
+    many rows it held and where in the file it ends."""
+
+    rows: dict[str, Row] = field(default_factory=dict)
+    rejected: list[tuple[RejectedRow, str]] = field(default_factory=list)
+    rows_read: int = 0
+    position: int = 0
+    last: bool = False
+    error: BaseException | None = None
+
+
+class _Stopped(Exception):
+    """The writer gave up; the reader thread ends without reading further."""
+
+
+class _Reader(threading.Thread):
+    """Parses, validates and de-duplicates the file into `_Batch`es, ahead of the writer.
+
+    At most `DEPTH` batches wait in the queue, so memory stays flat however fast
+    the reader is. An error (ImportRefused for the header, anything else) is
+    handed to the writer as a batch and raised there; `close()` stops the
+    thread when the writer ends early.
+    """
+
+    DEPTH = 2
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(name="csv-import-reader", daemon=True)
+        self._stream = stream
+        self._queue: queue.Queue[_Batch] = queue.Queue(maxsize=self.DEPTH)
+        self._halt = threading.Event()
+        self._batch = _Batch()
+        self._report = ImportReport(sink=self._rejected)
+        self._counted = 0
+        self._pending: list[Row] = []
+        self._seen: SeenAddresses | None = None
+
+    def run(self) -> None:
+        self._seen = SeenAddresses()  # SQLite connections belong to the thread that made them
+        try:
+            with closing(read_rows(self._stream, self._report, check=False)) as rows:
+                for row in rows:
+                    self._pending.append(row)
+                    if len(self._pending) >= CHUNK:
+                        self._send()
+                self._send(last=True)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the writer, which raises it
+            with suppress(_Stopped):
+                self._put(_Batch(error=exc, last=True))
+        finally:
+            self._seen.close()
+
+    def _rejected(self, row: RejectedRow) -> None:
+        self._batch.rejected.append((row, "invalid"))
+        # A long run of bad lines with no good one between also moves on by chunks.
+        if len(self._batch.rejected) >= CHUNK:
+            self._send()
+
+    def _send(self, last: bool = False) -> None:
+        """Finish the current batch with the rows read so far: find the duplicates, queue it."""
+        batch, self._batch = self._batch, _Batch()
+        rows, self._pending = self._pending, []
+        assert self._seen is not None
+        if rows:
+            first = self._seen.first_lines(rows)
+            for row in rows:
+                if first[row.email] != row.line:
+                    batch.rejected.append(
+                        (
+                            RejectedRow(
+                                row.line, row.email, f"duplicate of line {first[row.email]}"
+                            ),
+                            "duplicates",
+                        )
+                    )
+                else:
+                    batch.rows[row.email] = row
+        batch.rows_read = self._report.rows - self._counted
+        self._counted = self._report.rows
+        batch.position = self._stream.tell()
+        batch.last = last
+        self._put(batch)
+
+    def _put(self, batch: _Batch) -> None:
+        while True:
+            if self._halt.is_set():
+                raise _Stopped
+            try:
+                self._queue.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def batches(self) -> Iterator[_Batch]:
+        while True:
+            batch = self._queue.get()
+            if batch.error is not None:
+                raise batch.error
+            yield batch
+            if batch.last:
+                return
+
+    def close(self) -> None:
+        self._halt.set()
+        self.join()
 
 
 def _write_chunk(
     session: Session,
-    chunk: list[Row],
+    rows: dict[str, Row],
     list_id: int,
     options: ImportOptions,
     report: ImportReport,
-    seen: SeenAddresses,
 ) -> None:
-    # 1. Duplicates within the file: the first occurrence wins.
-    first = seen.first_lines(chunk)
-    rows: dict[str, Row] = {}
-    for row in chunk:
-        if first[row.email] != row.line:
-            report.reject(
-                RejectedRow(row.line, row.email, f"duplicate of line {first[row.email]}"),
-                "duplicates",
-            )
-        else:
-            rows[row.email] = row
-    if not rows:
-        return
-
+    """Write one chunk of unique rows (the reader already took out duplicates)."""
+    rows = dict(rows)
     # 2. Suppressed addresses are left out, unless staff override with a reason.
     suppressed = _suppressed_reasons(session, list(rows))
     lifted: set[str] = set()
@@ -612,38 +709,13 @@ def _write_chunk(
         # executemany: the SET clause comes from the keys of the parameter dicts.
         session.execute(update(subscribers).where(subscribers.c.id == bindparam("b_id")), changes)
 
-    # 4. New subscribers: one INSERT … SELECT over a JSON array of the chunk's rows
-    #    (one parameter, however many rows; ON CONFLICT covers a concurrent import).
-    new = [rows[email] for email in rows if email not in existing]
-    if new:
-        payload = json.dumps(
-            [
-                {
-                    "email": row.email,
-                    "domain": row.email.rpartition("@")[2],
-                    "name": row.name,
-                    "language": row.language,
-                    "organization": row.organization,
-                    "attributes": row.attributes,
-                }
-                for row in new
-            ],
-            ensure_ascii=False,
-        )
-        result = session.execute(
-            text(_INSERT_SUBSCRIBERS_PG if postgres else _INSERT_SUBSCRIBERS_SQLITE).bindparams(
-                bindparam("now", type_=UTCDateTime())
-            ),
-            {"rows": payload, "now": now},
-        )
-        report.added += max(result.rowcount, 0)  # type: ignore[attr-defined]
-
-    # 5. Subscriptions, confirmed (staff vouch for the list), never over an unsubscription.
-    to_subscribe = []
+    # 4. Who goes on the list: new subscribers and existing ones not on it yet; confirmed
+    #    (staff vouch for the list), never over an unsubscription.
+    to_subscribe: list[Row] = []
     for email, row in rows.items():
         status = subscription_status.get(email)
         if status is None:
-            to_subscribe.append(email)
+            to_subscribe.append(row)
         elif status == SubscriptionStatus.UNSUBSCRIBED:
             report.reject(
                 RejectedRow(
@@ -658,32 +730,105 @@ def _write_chunk(
     if not to_subscribe:
         return
     params = {
-        "emails": json.dumps(to_subscribe, ensure_ascii=False),
         "list_id": list_id,
         "now": now,
         "source": options.source,
         "actor_id": options.actor_id,
     }
+    if postgres:
+        subscribed = _write_pg(session, to_subscribe, existing, params, report)
+    else:
+        subscribed = _write_sqlite(session, to_subscribe, existing, params, report)
+    report.subscribed += subscribed
+    report.already += len(to_subscribe) - subscribed
+
+
+def _new_rows_json(rows: list[Row], existing: dict[str, Any]) -> str:
+    """The chunk's rows as one JSON array (one parameter, however many rows), each with
+    the id of the subscriber it already is, or null for a new one."""
+    return json.dumps(
+        [
+            {
+                "id": existing[row.email].id if row.email in existing else None,
+                "email": row.email,
+                "domain": row.email.rpartition("@")[2],
+                "name": row.name,
+                "language": row.language,
+                "organization": row.organization,
+                "attributes": row.attributes,
+            }
+            for row in rows
+        ],
+        ensure_ascii=False,
+    )
+
+
+def _write_pg(
+    session: Session,
+    rows: list[Row],
+    existing: dict[str, Any],
+    params: dict[str, Any],
+    report: ImportReport,
+) -> int:
+    """Subscribers, subscriptions and consent events in one statement; returns how many
+    were put on the list.
+
+    The subscriptions take the new subscribers' ids from RETURNING rather than
+    looking each address up again, and the consent events take theirs from the
+    subscriptions' RETURNING, so only the rows really added get one.
+    """
+    now_type = bindparam("now", type_=UTCDateTime())
+    added, subscribed = session.execute(
+        text(_WRITE_CHUNK_PG).bindparams(now_type),
+        {**params, "rows": _new_rows_json(rows, existing)},
+    ).one()
+    report.added += added
+    new = [row.email for row in rows if row.email not in existing]
+    if added < len(new):
+        # Another import inserted some of these addresses at the same moment (ON
+        # CONFLICT skipped them, so RETURNING did not name them): subscribe them by address.
+        ids = list(
+            session.execute(
+                text(_INSERT_SUBSCRIPTIONS_PG).bindparams(now_type),
+                {**params, "emails": json.dumps(new, ensure_ascii=False)},
+            ).scalars()
+        )
+        if ids:
+            session.execute(
+                text(_INSERT_CONSENT_PG).bindparams(now_type), {**params, "ids": json.dumps(ids)}
+            )
+        subscribed += len(ids)
+    return int(subscribed)
+
+
+def _write_sqlite(
+    session: Session,
+    rows: list[Row],
+    existing: dict[str, Any],
+    params: dict[str, Any],
+    report: ImportReport,
+) -> int:
+    """Subscribers, then subscriptions (RETURNING says which are new), then one consent
+    event for each of those: the proof of how each person got on the list."""
+    now_type = bindparam("now", type_=UTCDateTime())
+    if any(row.email not in existing for row in rows):
+        result = session.execute(
+            text(_INSERT_SUBSCRIBERS_SQLITE).bindparams(now_type),
+            {"rows": _new_rows_json(rows, existing), "now": params["now"]},
+        )
+        report.added += max(result.rowcount, 0)  # type: ignore[attr-defined]
+    emails = json.dumps([row.email for row in rows], ensure_ascii=False)
     added_ids = list(
         session.execute(
-            text(_INSERT_SUBSCRIPTIONS_PG if postgres else _INSERT_SUBSCRIPTIONS_SQLITE).bindparams(
-                bindparam("now", type_=UTCDateTime())
-            ),
-            params,
+            text(_INSERT_SUBSCRIPTIONS_SQLITE).bindparams(now_type), {**params, "emails": emails}
         ).scalars()
     )
-    report.subscribed += len(added_ids)
-    report.already += len(to_subscribe) - len(added_ids)
-
-    # 6. One consent event per new subscription (RETURNING said which are new), the
-    #    proof of how each person got on the list.
     if added_ids:
         session.execute(
-            text(_INSERT_CONSENT_PG if postgres else _INSERT_CONSENT_SQLITE).bindparams(
-                bindparam("now", type_=UTCDateTime())
-            ),
+            text(_INSERT_CONSENT_SQLITE).bindparams(now_type),
             {**params, "ids": json.dumps(added_ids)},
         )
+    return len(added_ids)
 
 
 def _json_values(postgres: bool, values: list[str]) -> Any:
@@ -705,17 +850,36 @@ SELECT json_extract(value, '$.email'), json_extract(value, '$.domain'),
        json_extract(value, '$.name'), json_extract(value, '$.language'),
        json_extract(value, '$.organization'), json_extract(value, '$.attributes'),
        'active', 0, :now, :now
-FROM json_each(:rows) WHERE true
+FROM json_each(:rows) WHERE json_extract(value, '$.id') IS NULL
 ON CONFLICT (email) DO NOTHING
 """
-_INSERT_SUBSCRIBERS_PG = """
-INSERT INTO subscribers (email, domain, name, language, organization, attributes, status,
-                         suppression_exempt, created_at, updated_at)
-SELECT r.email, r.domain, r.name, r.language, r.organization, r.attributes,
-       'active', false, :now, :now
-FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-     AS r(email text, domain text, name text, language text, organization text, attributes jsonb)
-ON CONFLICT (email) DO NOTHING
+# One statement per chunk on PostgreSQL. Data-modifying CTEs all run, each once; the
+# foreign-key checks of subscriptions and consent events run at the end of the statement,
+# when the new subscribers are there.
+_WRITE_CHUNK_PG = """
+WITH chunk AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS r(id integer, email text, domain text, name text, language text,
+             organization text, attributes jsonb)
+), added AS (
+    INSERT INTO subscribers (email, domain, name, language, organization, attributes, status,
+                             suppression_exempt, created_at, updated_at)
+    SELECT email, domain, name, language, organization, attributes, 'active', false, :now, :now
+    FROM chunk WHERE id IS NULL
+    ON CONFLICT (email) DO NOTHING
+    RETURNING id
+), subscribed AS (
+    INSERT INTO subscriptions (subscriber_id, list_id, status, delivery, created_at, updated_at,
+                               confirmed_at)
+    SELECT id, :list_id, 'confirmed', 'every', :now, :now, :now
+    FROM (SELECT id FROM added UNION ALL SELECT id FROM chunk WHERE id IS NOT NULL) AS targets
+    ON CONFLICT (subscriber_id, list_id) DO NOTHING
+    RETURNING subscriber_id
+), consented AS (
+    INSERT INTO consent_events (subscriber_id, list_id, action, occurred_at, source, actor_id)
+    SELECT subscriber_id, :list_id, 'imported', :now, :source, :actor_id FROM subscribed
+)
+SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM subscribed)
 """
 _INSERT_SUBSCRIPTIONS_SQLITE = """
 INSERT INTO subscriptions (subscriber_id, list_id, status, delivery, created_at, updated_at,

@@ -13,11 +13,13 @@ domains out), so callers decide whether to also take people off lists.
 from __future__ import annotations
 
 import hashlib
+import json
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import Select, and_, delete, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -127,6 +129,20 @@ def is_suppressed(session: Session, email: str) -> Suppression | None:
     return None if exempt else domain_row
 
 
+def _values(session: Session, values: list[str]) -> Select[tuple[str]]:
+    """A subquery of the strings in one JSON parameter.
+
+    An import checks thousands of hashes per chunk: as `IN (…)` with a parameter
+    each, planning the statement took longer than running it (about 40 ms a
+    chunk on PostgreSQL with a million rows).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        elements = func.jsonb_array_elements_text(literal(values, JSONB)).table_valued("value")
+    else:
+        elements = func.json_each(json.dumps(values)).table_valued("value")
+    return select(elements.c.value)
+
+
 def suppressed_among(session: Session, emails: Iterable[str]) -> set[str]:
     """Which of these (already normalised) addresses are suppressed: for imports, by chunk.
 
@@ -147,11 +163,11 @@ def suppressed_among(session: Session, emails: Iterable[str]) -> set[str]:
             or_(
                 and_(
                     Suppression.kind == SuppressionKind.ADDRESS,
-                    Suppression.value_hash.in_(list(by_hash)),
+                    Suppression.value_hash.in_(_values(session, list(by_hash))),
                 ),
                 and_(
                     Suppression.kind == SuppressionKind.DOMAIN,
-                    Suppression.value_hash.in_(list(by_domain)),
+                    Suppression.value_hash.in_(_values(session, list(by_domain))),
                 ),
             )
         )
