@@ -12,9 +12,12 @@ import socket
 import ssl
 from functools import lru_cache
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import SmtpRelay
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 class DeliveryError(Exception):
@@ -55,6 +58,44 @@ def smtp_address(address: str) -> str:
         return address
 
 
+def stuff_dots(data: bytes) -> bytes:
+    """RFC 5321 4.5.2 transparency: a line starting with "." gets another one.
+
+    smtplib does this with a regular expression over the whole message, about
+    1.4 ms for 137 KB, more than the DKIM signature; `bytes.replace` does the
+    same in a few microseconds.
+    """
+    data = data.replace(b"\n.", b"\n..")
+    return b"." + data if data.startswith(b".") else data
+
+
+def _data(smtp: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
+    """`smtplib.SMTP.data` for bytes, with `stuff_dots`."""
+    smtp.putcmd("data")
+    code, reply = smtp.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    payload = stuff_dots(message)
+    if not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    smtp.send(payload + b".\r\n")
+    return smtp.getreply()
+
+
+class _SMTP(smtplib.SMTP):
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        if isinstance(msg, bytes):
+            return _data(self, msg)
+        return super().data(msg)
+
+
+class _SMTP_SSL(smtplib.SMTP_SSL):  # noqa: N801 - smtplib's own spelling
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        if isinstance(msg, bytes):
+            return _data(self, msg)
+        return super().data(msg)
+
+
 class SmtpConnection:
     def __init__(self, relay: SmtpRelay, timeout: float, local_hostname: str | None = None) -> None:
         self.relay = relay
@@ -77,7 +118,7 @@ class SmtpConnection:
         relay = self.relay
         try:
             if relay.security == "tls":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                smtp: smtplib.SMTP = _SMTP_SSL(
                     relay.host,
                     relay.port,
                     timeout=self.timeout,
@@ -85,7 +126,7 @@ class SmtpConnection:
                     context=ssl.create_default_context(),
                 )
             else:
-                smtp = smtplib.SMTP(
+                smtp = _SMTP(
                     relay.host, relay.port, timeout=self.timeout, local_hostname=self.local_hostname
                 )
             smtp.ehlo()

@@ -34,6 +34,7 @@ from ..mail.transport import ConnectionFailed, DeliveryError
 from ..models import Circular, Delivery, DeliveryStatus, Send, SendStatus, Subscriber, utcnow
 from .context import SendContext
 from .control import SendWatch
+from .marks import marks_for
 from .service import recipients_query
 
 log = logging.getLogger(__name__)
@@ -252,11 +253,6 @@ def send_test(session: Session, circular_id: int, address: str, ctx: SendContext
         connection.close()
 
 
-def _mark(session: Session, delivery_id: int, **values: object) -> None:
-    session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
-    session.commit()
-
-
 def deliver_batch(
     session: Session, send_id: int, first_id: int, last_id: int, ctx: SendContext
 ) -> BatchOutcome:
@@ -320,14 +316,18 @@ def deliver_batch(
             release(rows, exc.reply)
         return outcome
 
+    # Each outcome is recorded as the relay answers; the record is confirmed
+    # (committed) before the next message goes out, so a crash leaves at most
+    # the message in flight unrecorded (see marks.py).
+    marks = marks_for(session)
     try:
         for index, row in enumerate(rows):
             if not watch.running():
+                marks.confirm()
                 outcome.stopped = watch.stop(rows[index:])
                 break
             if row.subscriber_id is None:
-                _mark(
-                    session,
+                marks.record(
                     row.id,
                     status=DeliveryStatus.FAILED,
                     last_error="subscriber deleted before sending",
@@ -348,6 +348,7 @@ def deliver_batch(
                     email=row.email,
                 ),
             )
+            marks.confirm()
             try:
                 connection.send(ctx.bounce_address(row.id), row.email, message)
             except ConnectionFailed as exc:
@@ -361,8 +362,7 @@ def deliver_batch(
             except DeliveryError as exc:
                 attempts = row.attempts + 1
                 if exc.permanent or attempts >= ctx.max_attempts:
-                    _mark(
-                        session,
+                    marks.record(
                         row.id,
                         status=DeliveryStatus.FAILED,
                         attempts=attempts,
@@ -371,16 +371,16 @@ def deliver_batch(
                     )
                     outcome.failed += 1
                 else:
-                    _mark(
-                        session, row.id, attempts=attempts, last_error=exc.reply, claimed_until=None
+                    marks.record(
+                        row.id, attempts=attempts, last_error=exc.reply, claimed_until=None
                     )
                     outcome.deferred += 1
                 if not exc.permanent and watch.relay_error(exc.reply):
+                    marks.confirm()
                     outcome.stopped = watch.stop(rows[index + 1 :])
                     break
             else:
-                _mark(
-                    session,
+                marks.record(
                     row.id,
                     status=DeliveryStatus.SENT,
                     attempts=row.attempts + 1,
@@ -390,7 +390,10 @@ def deliver_batch(
                 outcome.sent += 1
                 watch.success()
     finally:
-        connection.close()
+        try:
+            marks.close()
+        finally:
+            connection.close()
     finish_if_complete(session, send_id)
     return outcome
 
