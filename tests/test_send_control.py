@@ -604,6 +604,49 @@ def test_send_wait_ends_when_relay_errors_pause_the_send(
     assert set(received_by(smtp_server).values()) == {1} and len(received_by(smtp_server)) == 30
 
 
+@pytest.mark.integration
+def test_send_wait_ends_when_the_send_is_cancelled_and_the_counts_add_up(
+    app, runner, session, worker, smtp_server, tmp_path
+):
+    import threading
+
+    from circulars.extensions import db
+
+    total = 200
+    circular_id = cli_audience(runner, tmp_path, total)
+    smtp_server.delay = 0.02
+
+    def cancel_when_under_way() -> None:
+        wait_until(lambda: len(smtp_server.messages()) >= 20, 60, "the send to be under way")
+        with app.app_context():
+            send_id = db.session.scalars(select(Send.id)).one()
+            control.cancel_send(db.session, send_id)
+            db.session.remove()
+
+    canceller = threading.Thread(target=cancel_when_under_way)
+    canceller.start()
+    result = runner.invoke(["send", str(circular_id), "--wait", "--timeout", "60"])
+    canceller.join()
+    assert result.exit_code == 5, result.output
+    send_id = session.scalars(select(Send.id)).one()
+    assert re.search(
+        rf"send {send_id} was cancelled: \d+ sent, 0 failed, \d+ not sent\.", result.output
+    )
+
+    time.sleep(2.0)  # every worker has stopped; in-flight messages are recorded
+    received = len(smtp_server.messages())
+    assert 20 <= received < total
+    assert set(received_by(smtp_server).values()) == {1}
+    counts = statuses(session, send_id)
+    assert counts == {"sent": received, "cancelled": total - received}
+    row = fresh(session, send_id)
+    assert (row.sent_count, row.failed_count, row.cancelled_count) == (
+        received,
+        0,
+        total - received,
+    )
+
+
 def task_result(worker: Any, name: str, task_id: str, timeout: float = 30) -> str:
     pattern = re.compile(rf"{re.escape(name)}\[{task_id}\] succeeded in [\d.]+s: (\S+)")
     deadline = time.monotonic() + timeout
