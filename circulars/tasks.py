@@ -82,6 +82,10 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
         # A worker outlives a broker outage of any length (the default gives up after 100 tries);
         # what the broker lost with it, the sweeper puts back.
         "broker_connection_max_retries": None,
+        # Batches running when the broker goes away finish their messages (they need only the
+        # database and the relay); cancelling them would cut SMTP sessions mid-message. Celery 6
+        # turns this on by default.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_hijack_root_logger": False,
         "beat_schedule": {**SCHEDULE, **sweep_schedule(settings), **bounce_schedule(settings)},
         "beat_schedule_filename": str(settings.instance_path / "celerybeat-schedule"),

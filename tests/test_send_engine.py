@@ -167,3 +167,32 @@ def test_a_subscriber_deleted_after_the_snapshot_is_not_mailed(
     failed = session.scalar(select(Delivery).where(Delivery.email == "p3@example.org"))
     assert failed.status == "failed" and "deleted" in failed.last_error
     assert session.scalar(select(Subscription).where(Subscription.subscriber_id == gone.id)) is None
+
+
+def test_the_sweeper_leaves_a_moving_send_alone_and_restarts_an_abandoned_one(
+    session, ctx, two_lists
+):
+    send, ranges = start(session, ctx, two_lists)
+    assert len(ranges) == 1
+    ids = list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
+    # A batch is at work on the first five rows; the other ten wait in the queue.
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids[:5]))
+        .values(claimed_until=engine.utcnow() + timedelta(minutes=5))
+    )
+    session.commit()
+    assert engine.stalled_sends(session, timedelta(0)) == []
+    # A send only just started is never swept, whatever its rows.
+    assert engine.stalled_sends(session, timedelta(hours=1)) == []
+    # The worker was killed: its lease runs out and nothing else holds a row.
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids[:5]))
+        .values(claimed_until=engine.utcnow() - timedelta(seconds=1))
+    )
+    session.commit()
+    assert engine.stalled_sends(session, timedelta(0)) == [send.id]
+    # Once everything is sent there is nothing to restart.
+    run_all(session, ctx, send.id, ranges)
+    assert engine.stalled_sends(session, timedelta(0)) == []

@@ -119,6 +119,10 @@ MALFORMED = [
     ("ORG_SOCIAL", "Web=javascript:alert(1)"),
     ("SEND_BATCH_SIZE", "0"),
     ("SEND_BATCH_SIZE", "many"),
+    ("SEND_CLAIM_LEASE_SECONDS", "4"),
+    ("SEND_CLAIM_LEASE_SECONDS", "ten minutes"),
+    ("SEND_STALL_SECONDS", "0"),
+    ("SEND_SWEEP_INTERVAL", "3601"),
     ("LOG_LEVEL", "LOUD"),
 ]
 
@@ -284,3 +288,28 @@ def test_public_settings_hide_other_passwords(tmp_path: Path, name: str, value: 
     # public() promises "no secrets, no passwords": URLs with credentials are shown without them.
     shown = load(tmp_path, **{name: value}).public()
     assert "Pa55word" not in repr(shown)
+
+
+def test_crash_recovery_settings(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from circulars.tasks import sweep_schedule
+    from circulars.wiring import send_context
+
+    settings = load(tmp_path)
+    assert (
+        settings.send_claim_lease_seconds,
+        settings.send_stall_seconds,
+        settings.send_sweep_interval,
+    ) == (600, 120, 60)
+    settings = load(
+        tmp_path,
+        SEND_CLAIM_LEASE_SECONDS="15",
+        SEND_STALL_SECONDS="4",
+        SEND_SWEEP_INTERVAL="2",
+        SMTP_URL="smtp://127.0.0.1:2525",
+    )
+    assert send_context(settings).claim_lease == timedelta(seconds=15)
+    sweep = sweep_schedule(settings)["sweep-stalled-sends"]
+    # A sweep left in the queue past the next one's time is dropped, not run late.
+    assert sweep["schedule"] == 2.0 and sweep["options"] == {"expires": 2.0}
