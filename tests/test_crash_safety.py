@@ -59,7 +59,13 @@ class FaultStack:
     workers: list[WorkerProcess] = field(default_factory=list)
     beat: BeatProcess | None = None
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    fault_at: float | None = None  # time.monotonic() of the (first) fault
+    done_at: float | None = None
     _engine: Any = None
+
+    def fault(self) -> None:
+        if self.fault_at is None:
+            self.fault_at = time.monotonic()
 
     def start_worker(self, name: str) -> WorkerProcess:
         worker = WorkerProcess(self.env, self.workdir / f"worker-{name}.log", CONCURRENCY)
@@ -112,7 +118,10 @@ class FaultStack:
             if state is not None:
                 last.clear()
                 last.update(state)
-            return bool(state and state["status"] not in ("queued", "running"))
+            over = bool(state and state["status"] not in ("queued", "running"))
+            if over:
+                self.done_at = time.monotonic()
+            return over
 
         try:
             wait_until("the send to finish", finished, timeout, every=0.5)
@@ -226,6 +235,8 @@ def check_everyone_got_it(
         f"messages taken by the relay, {duplicates} duplicates"
         + ("" if bound is None else f" (allowed: {bound})")
     )
+    if stack.fault_at is not None and stack.done_at is not None:
+        report += f"; done {stack.done_at - stack.fault_at:.0f} s after the fault"
     print(f"\n{report}")
     assert bound is None or duplicates <= bound, report
     return duplicates
@@ -240,6 +251,7 @@ def test_worker_sigkilled_mid_send_then_a_new_worker_finishes(build_stack, backe
     first = stack.start_worker("killed")
     wait_until("a third of the send", lambda: stack.relay.total >= recipients // 3, timeout=120)
     first.stop(signal.SIGKILL)
+    stack.fault()
     killed_at = stack.relay.total
     assert killed_at < recipients
     state = stack.state(send_id)
@@ -266,6 +278,7 @@ def test_redis_restarted_mid_send(build_stack):
     wait_until("a third of the send", lambda: stack.relay.total >= recipients // 3, timeout=120)
     # Crash it: the queued batch tasks are gone (no persistence); the sweeper puts them back.
     stack.redis.kill()
+    stack.fault()
     down_at = stack.relay.total
     time.sleep(2)
     stack.redis.start()
@@ -291,6 +304,7 @@ def test_postgres_restarted_mid_send(build_stack):
             timeout=180,
         )
         moments.append(f"{mode} at {stack.relay.total}")
+        stack.fault()
         stack.postgres.restart(mode)
     # Each restart can leave, per connection, one message taken but not recorded as sent.
     check_everyone_got_it(
