@@ -11,8 +11,10 @@ the duplicate counts; they are also in each assertion message.
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -266,6 +268,35 @@ def test_worker_sigkilled_mid_send_then_a_new_worker_finishes(build_stack, backe
     )
     # Well within the lease plus a few sweeps, not the 10-minute production lease.
     assert time.monotonic() - started < 120
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_one_worker_process_killed_mid_send(build_stack, backend):
+    """As the kernel's OOM killer does: one pool process dies, the worker lives on."""
+    recipients = 5000
+    stack = build_stack(backend, FaultyRelay())
+    send_id = stack.queue_send(recipients)
+    stack.start_beat()
+    worker = stack.start_worker("one")
+    wait_until("a third of the send", lambda: stack.relay.total >= recipients // 3, timeout=120)
+    assert worker.process is not None
+    children = pool_processes(worker.process.pid)
+    assert len(children) == CONCURRENCY, children
+    os.kill(children[0], signal.SIGKILL)
+    stack.fault()
+    killed_at = stack.relay.total
+    # One connection was cut: at most its one message in flight arrives twice.
+    check_everyone_got_it(
+        stack, send_id, recipients, bound=1, what=f"one pool process SIGKILLed at {killed_at} taken"
+    )
+    assert worker.process.poll() is None
+
+
+def pool_processes(pid: int) -> list[int]:
+    listed = subprocess.run(
+        ["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True, check=False
+    )
+    return [int(item) for item in listed.stdout.split()]
 
 
 def test_redis_restarted_mid_send(build_stack):
