@@ -153,7 +153,9 @@ def build_stack(tmp_path: Path) -> Iterator[Callable[..., FaultStack]]:
     """build_stack(backend, relay=FaultyRelay(...), private_postgres=False) -> FaultStack."""
     stacks: list[FaultStack] = []
 
-    def build(backend: str, relay: FaultyRelay, private_postgres: bool = False) -> FaultStack:
+    def build(
+        backend: str, relay: FaultyRelay, private_postgres: bool = False, relay_limits: str = ""
+    ) -> FaultStack:
         if backend == "postgres":
             if not PrivateRedis.available():
                 service_missing("redis-server (Debian package redis-server)")
@@ -171,7 +173,7 @@ def build_stack(tmp_path: Path) -> Iterator[Callable[..., FaultStack]]:
         stack.env = {
             "INSTANCE_PATH": str(instance),
             "SECRET_KEY": secrets.token_urlsafe(32),
-            "SMTP_URL": server.url,
+            "SMTP_URL": server.url + relay_limits,
             "BASE_URL": "http://circulars.test",
             "MAIL_FROM": "secretariat@circulars.test",
             "ORG_NAME": "Migrant Rights Network",
@@ -299,9 +301,12 @@ def pool_processes(pid: int) -> list[int]:
     return [int(item) for item in listed.stdout.split()]
 
 
-def test_redis_restarted_mid_send(build_stack):
+# With limits on the relay, the workers share their counters and connection slots in the
+# same Redis (RELAY_STATE_URL defaults to the broker's), so they lose those too.
+@pytest.mark.parametrize("relay_limits", ["", "?per_second=5000&max_connections=4"])
+def test_redis_restarted_mid_send(build_stack, relay_limits):
     recipients = 5000
-    stack = build_stack("postgres", FaultyRelay())
+    stack = build_stack("postgres", FaultyRelay(), relay_limits=relay_limits)
     assert stack.redis is not None
     send_id = stack.queue_send(recipients)
     stack.start_beat()
@@ -315,7 +320,11 @@ def test_redis_restarted_mid_send(build_stack):
     stack.redis.start()
     # No SMTP connection was cut, so nothing may arrive twice.
     check_everyone_got_it(
-        stack, send_id, recipients, bound=0, what=f"Redis killed at {down_at} taken, restarted"
+        stack,
+        send_id,
+        recipients,
+        bound=0,
+        what=f"Redis killed at {down_at} taken, restarted, relay limits {relay_limits or 'none'}",
     )
     assert all(w.process is not None and w.process.poll() is None for w in stack.workers)
 
