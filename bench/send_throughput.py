@@ -217,7 +217,7 @@ class Bench:
             body.write_text("Colleagues,\n\n" + PARAGRAPH * 2, encoding="utf-8")
             pdf = self.workdir / "Working text.pdf"
             if not pdf.exists():
-                pdf.write_bytes(pdf_bytes(100 * 1024))
+                pdf.write_bytes(pdf_bytes(100_000))
             args += ["--attach", str(pdf)]
         args += ["--body", str(body), "--list", "members"]
         return int(run(args, self.env).strip())
@@ -344,7 +344,58 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
 # --- measurements -------------------------------------------------------------------------
 
 
-def end_to_end(bench: Bench, shape: str, run_no: int, recipients: int, bare_count: int) -> dict:
+def spy(py_spy: str, pids: list[int], seconds: float, out: Path) -> list[subprocess.Popen[bytes]]:
+    """Sample the workers with py-spy (wall-clock, idle included) while the send runs."""
+    return [
+        subprocess.Popen(
+            [py_spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "250", "--idle"]
+            + ["-f", "raw", "-o", str(out / f"spy-{pid}.txt"), "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
+def spy_summary(files: list[Path], top: int = 22) -> None:
+    """Share of samples per function: on top of the stack (self) and anywhere in it (total)."""
+    own: dict[str, int] = {}
+    anywhere: dict[str, int] = {}
+    samples = 0
+    for path in files:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            count = int(count_text)
+            frames = [
+                frame.split(" (")[0] + " " + frame.rpartition("/")[2].rstrip(")")
+                for frame in stack.split(";")
+            ]
+            if not any("deliver_batch" in frame for frame in frames):
+                continue  # the worker waiting for a task, not sending
+            samples += count
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+            for frame in set(frames):
+                anywhere[frame] = anywhere.get(frame, 0) + count
+    if not samples:
+        print("py-spy: no samples inside deliver_batch")
+        return
+    print(f"py-spy: {samples} samples inside deliver_batch (both workers, wall-clock)")
+    for title, table in (("self", own), ("total", anywhere)):
+        print(f"  by {title}:")
+        for name, count in sorted(table.items(), key=lambda item: -item[1])[:top]:
+            print(f"    {count / samples:6.1%}  {name}")
+
+
+def end_to_end(
+    bench: Bench,
+    shape: str,
+    run_no: int,
+    recipients: int,
+    bare_count: int,
+    py_spy: str | None = None,
+) -> dict:
     circular_id = bench.create_circular(shape, f"{shape}-{run_no}")
     message = bench.sample_message(circular_id)
     bare = bare_loop(bench.sink, message, bare_count)
@@ -353,7 +404,17 @@ def end_to_end(bench: Bench, shape: str, run_no: int, recipients: int, bare_coun
         base = bench.sink.accepted
         started = time.monotonic()
         send_id = bench.start_send(circular_id)
+        spies = []
+        if py_spy:
+            bench.sink.wait_for(base + min(500, recipients // 5), timeout=600)
+            spies = spy(py_spy, children(worker.pid), 6, bench.workdir)
         last = bench.sink.wait_for(base + recipients, timeout=3600)
+        for process in spies:
+            process.wait()
+        if spies:
+            spy_summary(sorted(bench.workdir.glob("spy-*.txt")))
+            for path in bench.workdir.glob("spy-*.txt"):
+                path.unlink()
         elapsed = last - started
         deadline = time.monotonic() + 60
         while (state := bench.send_state(send_id))[0] != "done":
@@ -426,7 +487,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="SEND_BATCH_SIZE")
     parser.add_argument("--profile", choices=SHAPES, default=None)
     parser.add_argument("--profile-batches", type=int, default=6)
+    parser.add_argument("--py-spy", default=None, help="path of py-spy: sample the workers")
     options = parser.parse_args()
+    # Clean up on SIGTERM and on Ctrl-C, also when started in the background.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     import psycopg
     import redis
@@ -472,6 +537,10 @@ def main() -> None:
         setup = time.monotonic()
         run(["subscribers", "import", str(people), "--list", "members"], env)
         print(f"{options.recipients} subscribers imported in {time.monotonic() - setup:.1f} s")
+        # What autovacuum does a minute later: without statistics on the new rows the
+        # recipients query (count and snapshot) picks nested loops, 45 s at 8,000.
+        with psycopg.connect(env["DATABASE_URL"].replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("ANALYZE")
 
         from circulars import create_app
         from circulars.extensions import db
@@ -492,7 +561,9 @@ def main() -> None:
         results = []
         for run_no in range(1, options.runs + 1):
             for shape in shapes:
-                result = end_to_end(bench, shape, run_no, options.recipients, bare_count)
+                result = end_to_end(
+                    bench, shape, run_no, options.recipients, bare_count, options.py_spy
+                )
                 results.append(result)
                 print(
                     f"run {run_no} {shape:10} {result['size_kb']:6.1f} KB  "
