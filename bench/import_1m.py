@@ -116,11 +116,15 @@ def mb(size: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--stack", choices=["sqlite", "postgres", "pg"], default="sqlite", help="pg = postgres"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--profile", action="store_true", help="cProfile the import")
     parser.add_argument("--keep", action="store_true", help="keep the database and files")
     options = parser.parse_args()
+    if options.stack == "pg":
+        options.stack = "postgres"
 
     workdir = Path(tempfile.mkdtemp(prefix="circulars-bench-import-"))
     env = {

@@ -636,11 +636,7 @@ def _write_chunk(
         # slow-down). No wait for the WAL flush at each chunk's commit: if the server
         # crashes, the last chunks and their progress are lost together, and running
         # the job again redoes them (the writes are idempotent).
-        session.execute(
-            text(
-                "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL synchronous_commit = off"
-            )
-        )
+        session.execute(text(_PG_SETTINGS))
     subscribers = cast(Table, Subscriber.__table__)
     subscriptions = cast(Table, Subscription.__table__)
 
@@ -853,6 +849,7 @@ SELECT json_extract(value, '$.email'), json_extract(value, '$.domain'),
 FROM json_each(:rows) WHERE json_extract(value, '$.id') IS NULL
 ON CONFLICT (email) DO NOTHING
 """
+_PG_SETTINGS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL synchronous_commit = off"
 # One statement per chunk on PostgreSQL. Data-modifying CTEs all run, each once; the
 # foreign-key checks of subscriptions and consent events run at the end of the statement,
 # when the new subscribers are there.
