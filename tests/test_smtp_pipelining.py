@@ -3,13 +3,14 @@ go in one write. What arrives, and how refusals are reported, is the same as wit
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from circulars.config import SmtpRelay
-from circulars.mail.transport import DeliveryError, SmtpConnection
+from circulars.mail.transport import DeliveryError, SmtpConnection, accepting_after
 
 from conftest import SmtpSink, free_port
 
@@ -74,3 +75,29 @@ def test_a_deferred_recipient_is_temporary_and_the_connection_goes_on(relay, con
     received = relay.wait_for(1, timeout=10)
     assert [item.rcpt_tos for item in received] == [["busy@example.org"]]
     assert received[0].data == MESSAGE
+
+
+def test_the_gate_runs_before_the_relay_takes_each_message(relay, connection):
+    seen_before: list[int] = []
+    with accepting_after(lambda: seen_before.append(len(relay.messages()))):
+        for index in range(3):
+            connection.send("bounces+1@example.org", f"p{index}@example.org", MESSAGE)
+    # Once per message, each time with the message not yet taken.
+    assert seen_before == [0, 1, 2]
+    assert len(relay.wait_for(3, timeout=10)) == 3
+
+
+def test_a_failing_gate_leaves_the_message_untaken(relay, connection):
+    class RecordNotCommitted(Exception):
+        pass
+
+    def fail() -> None:
+        raise RecordNotCommitted
+
+    with accepting_after(fail), pytest.raises(RecordNotCommitted):
+        connection.send("bounces+1@example.org", "p0@example.org", MESSAGE)
+    time.sleep(0.3)
+    assert relay.messages() == []
+    # The connection was dropped mid-message; the next send opens a new one.
+    connection.send("bounces+1@example.org", "p1@example.org", MESSAGE)
+    assert [item.rcpt_tos for item in relay.wait_for(1, timeout=10)] == [["p1@example.org"]]

@@ -11,7 +11,9 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -80,11 +82,43 @@ def _data(smtp: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
     return _content(smtp, message)
 
 
+_gate = threading.local()
+
+
+@contextmanager
+def accepting_after(check: Callable[[], None]) -> Iterator[None]:
+    """Run `check()` in this thread before the relay may take each message.
+
+    The relay takes a message at the "." that ends its content, so the content
+    goes out first and `check()` runs before the ".": the send engine confirms
+    the record of the previous message there, and the wait for that commit
+    overlaps with the transfer. If `check()` raises, the connection is dropped
+    before the "." and the relay discards the message, so nothing is taken
+    that the engine could not then record.
+    """
+    previous = getattr(_gate, "check", None)
+    _gate.check = check
+    try:
+        yield
+    finally:
+        _gate.check = previous
+
+
 def _content(smtp: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
     payload = stuff_dots(message)
     if not payload.endswith(b"\r\n"):
         payload += b"\r\n"
-    smtp.send(payload + b".\r\n")
+    check = getattr(_gate, "check", None)
+    if check is None:
+        smtp.send(payload + b".\r\n")
+        return smtp.getreply()
+    smtp.send(payload)
+    try:
+        check()
+    except BaseException:
+        smtp.close()  # mid-content: the relay drops what it got
+        raise
+    smtp.send(b".\r\n")
     return smtp.getreply()
 
 
@@ -198,6 +232,10 @@ class SmtpConnection:
                 smtp = _SMTP(
                     relay.host, relay.port, timeout=self.timeout, local_hostname=self.local_hostname
                 )
+            # The "." that ends a message may follow its content in a write of its own
+            # (see accepting_after); without this, Nagle's algorithm holds it back.
+            if smtp.sock is not None:
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if relay.security == "starttls":
                 smtp.starttls(context=ssl.create_default_context())
@@ -248,6 +286,11 @@ class SmtpConnection:
             raise DeliveryError(
                 f"connection lost: {exc or type(exc).__name__}", permanent=False
             ) from exc
+        except BaseException:
+            # Not the relay: the gate (accepting_after) refused, the message was cut off
+            # before its end and the relay discards it; this connection cannot go on.
+            self._drop()
+            raise
         if refused:
             code, text = next(iter(refused.values()))
             raise DeliveryError(_reply(code, text), permanent=code >= 500, code=code)

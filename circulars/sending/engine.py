@@ -30,7 +30,7 @@ from ..mail.mime import (
 )
 from ..mail.personalise import RecipientFields
 from ..mail.render import AttachmentInfo, RenderedCircular, RenderError, render_circular
-from ..mail.transport import ConnectionFailed, DeliveryError
+from ..mail.transport import ConnectionFailed, DeliveryError, accepting_after
 from ..models import Circular, Delivery, DeliveryStatus, Send, SendStatus, Subscriber, utcnow
 from .context import SendContext
 from .control import SendWatch
@@ -348,9 +348,11 @@ def deliver_batch(
                     email=row.email,
                 ),
             )
-            marks.confirm()
             try:
-                connection.send(ctx.bounce_address(row.id), row.email, message)
+                # The previous outcome is committed before the relay may take this message:
+                # the transport confirms it just before the final "." (accepting_after).
+                with accepting_after(marks.confirm):
+                    connection.send(ctx.bounce_address(row.id), row.email, message)
             except ConnectionFailed as exc:
                 # Reconnecting failed: nothing more goes through this batch now.
                 outcome.error = exc.reply
@@ -380,6 +382,7 @@ def deliver_batch(
                     outcome.stopped = watch.stop(rows[index + 1 :])
                     break
             else:
+                marks.confirm()  # already done by an SMTP transport; others are not gated
                 marks.record(
                     row.id,
                     status=DeliveryStatus.SENT,
