@@ -1,20 +1,21 @@
 """Recording each delivery's outcome the moment the relay answers, without waiting on it.
 
 The rule the engine keeps: a message is recorded as sent once the relay has
-accepted it, and the next message is not handed to the relay before that
-record is committed. A crash therefore leaves at most the message in flight
-on each connection accepted but unrecorded (sent again later), and never
-records a message the relay did not take.
+accepted it, and the relay may not take the next message on the connection
+before that record is committed. A crash therefore leaves at most the message
+in flight on each connection accepted but unrecorded (sent again later), and
+never records a message the relay did not take.
 
 Committing one UPDATE per message through the ORM session cost about 2 ms a
-message on PostgreSQL (`bench/send_throughput.py`, docs/benchmarks.md): the
-pool's pre-ping, BEGIN, UPDATE and COMMIT are four round trips, and the
-commit waits for the WAL flush. `PipelinedMarks` sends each mark as one
-autocommit statement (a prepared plan, one round trip, still flushed to disk
-before it counts) on a connection of its own, from a helper thread, so the
-flush overlaps with building and signing the next message; `confirm()`, which
-the engine calls before handing over the next message, waits for it. The
-durability and the crash bound are the ones above: only the waiting moved.
+message on PostgreSQL (docs/benchmarks.md, "Send throughput"): the pool's
+pre-ping, BEGIN, UPDATE and COMMIT are four round trips, and the commit waits
+for the WAL flush. `PipelinedMarks` sends each mark as one autocommit
+statement on a connection of its own and returns at once; the server runs it
+and flushes it to disk while the next message is built, signed and
+transferred. `confirm()` reads the outcome; the engine has the transport call
+it just before the "." that lets the relay take the next message
+(`transport.accepting_after`). The durability and the crash bound are
+unchanged: only the waiting moved off the path.
 
 `SessionMarks` does the same synchronously through the session, for SQLite,
 where a commit is cheap and one writer at a time is the rule.
@@ -23,10 +24,11 @@ where a commit is cheap and one writer at a time is the rule.
 from __future__ import annotations
 
 import enum
-from concurrent.futures import Future, ThreadPoolExecutor
+import select
+from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, update
+from sqlalchemy import Connection, Engine, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -60,65 +62,98 @@ class SessionMarks:
         pass
 
 
-def _plain(value: object) -> object:
-    # Statuses are StrEnums; the driver is given their text, as the ORM would write it.
-    return value.value if isinstance(value, enum.Enum) else value
+def _text(value: object) -> bytes | None:
+    """A parameter in PostgreSQL's text format; the server types it from the column."""
+    if value is None:
+        return None
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware one")
+        return value.isoformat().encode("ascii")
+    return str(value).encode("utf-8")
 
 
 class PipelinedMarks:
-    """PostgreSQL: each mark one autocommit UPDATE on a connection of its own, from a thread.
+    """PostgreSQL: each mark one autocommit UPDATE, sent at once, its outcome read later.
 
-    At most one mark is outstanding when the engine follows the rule (confirm
-    before each send), so the order of marks is the order of acceptance.
+    libpq's asynchronous calls on a connection of its own: `record` sends the
+    statement, `confirm` waits for its result (releasing the GIL in `select`).
+    One statement is outstanding at a time, so marks commit in the order given.
     """
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
-        self._raw: Any = connection.connection.driver_connection
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-marks")
-        self._pending: list[Future[None]] = []
-        self._sql: dict[tuple[str, ...], str] = {}
+        self._pg: Any = connection.connection.driver_connection.pgconn  # type: ignore[union-attr]
+        self._sql: dict[tuple[str, ...], bytes] = {}
+        self._outstanding: tuple[bytes, list[bytes | None]] | None = None
 
-    def _statement(self, keys: tuple[str, ...]) -> str:
+    def _statement(self, keys: tuple[str, ...]) -> bytes:
         sql = self._sql.get(keys)
         if sql is None:
-            statement = (
-                update(Delivery)
-                .where(Delivery.id == bindparam("delivery_id"))
-                .values({key: bindparam(key) for key in keys})
-            )
-            sql = self._sql[keys] = str(statement.compile(dialect=self._connection.dialect))
+            table = Delivery.__table__
+            sets = ", ".join(f"{table.c[key].name} = ${n}" for n, key in enumerate(keys, 1))
+            # Names come from the model (an unknown key is a KeyError above); values are parameters.
+            where = f"WHERE id = ${len(keys) + 1}"
+            text = f"UPDATE {Delivery.__tablename__} SET {sets} {where}"  # noqa: S608
+            sql = self._sql[keys] = text.encode("ascii")
         return sql
 
-    def _run(self, sql: str, params: dict[str, object]) -> None:
-        import psycopg
-
-        try:
-            # psycopg prepares a statement after a few executions: then a mark is
-            # one Bind/Execute round trip and no parsing or planning.
-            with self._raw.cursor() as cursor:
-                cursor.execute(sql, params)
-        except psycopg.OperationalError as exc:
-            raise OperationalError(sql, params, exc) from exc
-        except psycopg.Error as exc:
-            raise DatabaseError(sql, params, exc) from exc
-
     def record(self, delivery_id: int, **values: object) -> None:
-        params = {key: _plain(value) for key, value in values.items()}
-        params["delivery_id"] = delivery_id
-        self._pending.append(self._pool.submit(self._run, self._statement(tuple(values)), params))
+        self.confirm()
+        keys = tuple(values)
+        sql = self._statement(keys)
+        params = [*(_text(values[key]) for key in keys), str(delivery_id).encode("ascii")]
+        self._outstanding = (sql, params)
+        try:
+            self._pg.send_query_params(sql, params)
+            while self._pg.flush():
+                select.select([], [self._pg.socket], [])
+        except Exception as exc:
+            self._fail(exc)
 
     def confirm(self) -> None:
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+        if self._outstanding is None:
+            return
+        from psycopg import pq
+
+        error: tuple[str, bool] | None = None
+        try:
+            while True:
+                while self._pg.is_busy():
+                    select.select([self._pg.socket], [], [])
+                    self._pg.consume_input()
+                result = self._pg.get_result()
+                if result is None:
+                    break
+                if result.status != pq.ExecStatus.COMMAND_OK and error is None:
+                    state = result.error_field(pq.DiagnosticField.SQLSTATE) or b""
+                    message = result.error_message.decode("utf-8", "replace").strip()
+                    error = (message, state[:2].decode("ascii", "replace") in _LOST)
+        except Exception as exc:  # the connection broke while reading
+            self._fail(exc)
+        if error is not None:
+            self._fail(RuntimeError(error[0]), connection_lost=error[1])
+        self._outstanding = None
+
+    def _fail(self, exc: Exception, *, connection_lost: bool = True) -> None:
+        sql, params = self._outstanding or (b"", [])
+        self._outstanding = None
+        if connection_lost:
+            self._connection.invalidate()
+            raise OperationalError(sql.decode(), params, exc) from exc
+        raise DatabaseError(sql.decode(), params, exc) from exc
 
     def close(self) -> None:
         try:
             self.confirm()
         finally:
-            self._pool.shutdown(wait=True)
             self._connection.close()
+
+
+#: SQLSTATE classes that mean the server or the connection went away: retry later.
+_LOST = frozenset({"08", "53", "57", "58"})
 
 
 def marks_for(session: Session) -> Marks:
