@@ -365,6 +365,43 @@ def test_imported_subscriptions_are_confirmed_with_one_consent_event_each(app, s
     assert count(session, Subscription) == 3 and already.id  # nothing on the other list
 
 
+def test_an_address_added_by_someone_else_meanwhile_is_still_put_on_the_list(
+    app, session, monkeypatch
+):
+    """Another import (or the admin) can insert an address between the look-up of who
+    exists and the insert: ON CONFLICT skips it, and it is still subscribed, with its
+    consent event, like the others."""
+    from circulars.subscribers import importer
+
+    members = make_list(session)
+    session.add(Subscriber(email="bob@example.org", name="Bob", language="en"))
+    session.commit()
+    real = importer._json_values
+    # The look-up of existing subscribers finds no one, as if bob arrived just after it.
+    monkeypatch.setattr(importer, "_json_values", lambda postgres, values: real(postgres, []))
+    job = run_file(app, session, members, b"email\nana@example.org\nbob@example.org\n")
+
+    assert (job.imported, job.subscribed, job.rejected) == (1, 2, 0)
+    bob = session.scalar(select(Subscriber).where(Subscriber.email == "bob@example.org"))
+    assert bob.name == "Bob"
+    on_list = session.scalars(
+        select(Subscriber.email)
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .where(Subscription.list_id == members.id)
+    )
+    assert set(on_list) == {"ana@example.org", "bob@example.org"}
+    events = session.scalars(
+        select(ConsentEvent.subscriber_id).where(ConsentEvent.action == "imported")
+    )
+    assert sorted(events) == sorted(
+        session.scalars(
+            select(Subscriber.id).where(
+                Subscriber.email.in_(["ana@example.org", "bob@example.org"])
+            )
+        )
+    )
+
+
 def test_people_who_left_the_list_are_not_put_back(app, session):
     members = make_list(session)
     gone, _ = add_to_list(session, members, "gone@example.org")

@@ -106,6 +106,37 @@ def test_domain_suppression_unless_exempt(session):
     assert suppressed_among(session, []) == set()
 
 
+def test_reasons_among_say_what_is_suppressed_would_say(session):
+    from circulars.subscribers.suppression import describe, suppression_reasons_among
+
+    suppress(session, domain="blocked.example.org", reason="blocked")
+    suppress(session, email="ana@blocked.example.org", reason="complaint")
+    suppress(session, email="bob@example.org", reason="hard_bounce")
+    session.add(Subscriber(email="exempt@blocked.example.org", suppression_exempt=True))
+    session.commit()
+    chunk = [
+        "ana@blocked.example.org",  # its own entry comes before its domain's
+        "carla@blocked.example.org",
+        "exempt@blocked.example.org",
+        "bob@example.org",
+        "fine@example.org",
+    ]
+    expected = {}
+    for email in chunk:
+        found = is_suppressed(session, email)
+        if found is not None:
+            expected[email] = describe(found)
+    assert (
+        suppression_reasons_among(session, chunk)
+        == expected
+        == {
+            "ana@blocked.example.org": "spam complaint",
+            "carla@blocked.example.org": "blocked by the secretariat",
+            "bob@example.org": "hard bounce",
+        }
+    )
+
+
 def test_suppress_needs_exactly_one_valid_target(session):
     with pytest.raises(ValueError):
         suppress(session, reason="blocked")

@@ -8,15 +8,18 @@ How a file goes in:
    costs about as much as copying the file, and it is what lets a decoding
    error on line 900,000 refuse the file *before anything is written*. A stream
    that cannot seek (standard input) is copied to a temporary file on the way.
-2. **Writing pass.** The header must name an `email` column. Rows are parsed
-   by the csv module straight from the file, validated one by one, and written
-   in chunks of `CHUNK` rows with set-based `INSERT … ON CONFLICT DO NOTHING`
-   (subscribers, subscriptions, consent events): a few statements per chunk,
-   never one round trip per row. After each chunk the caller's `on_chunk`
-   runs; the background job commits there, so the database is never locked
-   for long (SQLite has one writer) and progress is visible. A crash half-way
-   leaves a consistent prefix, and running the same file again is safe: what
-   is already there is skipped by the ON CONFLICT clauses.
+2. **Writing pass.** The header must name an `email` column. A reader thread
+   parses rows with the csv module straight from the file, validates them and
+   takes out the duplicates, handing over chunks of `CHUNK` rows (at most two
+   waiting); this thread writes each chunk with set-based `INSERT … ON
+   CONFLICT DO NOTHING` (subscribers, subscriptions, consent events): one
+   statement per chunk on PostgreSQL, three on SQLite, never one round trip
+   per row. So Python parses on one core while the database writes on the
+   other. After each chunk the caller's `on_chunk` runs; the background job
+   commits there, so the database is never locked for long (SQLite has one
+   writer) and progress is visible. A crash half-way leaves a consistent
+   prefix, and running the same file again is safe: what is already there is
+   skipped by the ON CONFLICT clauses.
 
 Memory stays flat whatever the size of the file: rows are streamed, the
 addresses already seen (for "duplicate of line N") live in a private on-disk
@@ -423,15 +426,10 @@ class SeenAddresses:
 
 
 def _suppressed_reasons(session: Session, emails: list[str]) -> dict[str, str]:
-    """{address: reason in words} for the suppressed ones: one query per chunk, then
-    one small lookup per suppressed address (they are few) to say why."""
-    from .suppression import describe, is_suppressed, suppressed_among
+    """{address: reason in words} for the suppressed ones: two queries per chunk."""
+    from .suppression import suppression_reasons_among
 
-    reasons = {}
-    for email in suppressed_among(session, emails):
-        found = is_suppressed(session, email)
-        reasons[email] = describe(found) if found is not None else "suppressed"
-    return reasons
+    return suppression_reasons_among(session, emails)
 
 
 def _lift(session: Session, email: str, options: ImportOptions, list_id: int) -> None:
@@ -527,8 +525,9 @@ class _Reader(threading.Thread):
         self._seen: SeenAddresses | None = None
 
     def run(self) -> None:
-        self._seen = SeenAddresses()  # SQLite connections belong to the thread that made them
         try:
+            # Made here: an SQLite connection belongs to the thread that opened it.
+            self._seen = SeenAddresses()
             with closing(read_rows(self._stream, self._report, check=False)) as rows:
                 for row in rows:
                     self._pending.append(row)
@@ -541,7 +540,8 @@ class _Reader(threading.Thread):
             with suppress(_Stopped):
                 self._put(_Batch(error=exc, last=True))
         finally:
-            self._seen.close()
+            if self._seen is not None:
+                self._seen.close()
 
     def _rejected(self, row: RejectedRow) -> None:
         self._batch.rejected.append((row, "invalid"))
