@@ -150,34 +150,66 @@ class Sink:
 # --- the bare loop ------------------------------------------------------------------------
 
 
-def _bare_sender(port: int, message: bytes, count: int, offset: int, ready: Any) -> None:
+def _bare_sender(port: int, message: bytes, count: int, offset: int, ready: Any, cpu: Any) -> None:
     smtp = smtplib.SMTP("127.0.0.1", port)
     smtp.ehlo()
     ready.wait()
+    started = time.process_time()
     for index in range(count):
         smtp.sendmail("bounces@example.org", [f"bare{offset + index}@example.org"], message)
     smtp.quit()
+    with cpu.get_lock():
+        cpu.value += time.process_time() - started
 
 
-def bare_loop(sink: Sink, message: bytes, total: int, processes: int = 2) -> float:
-    """Messages per second of `processes` smtplib loops sending `message` `total` times."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu(database: str) -> dict[int, float]:
+    """CPU time of each PostgreSQL backend serving `database` (named in its process title)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                title = Path(f"/proc/{entry}/cmdline").read_bytes()
+                if title.startswith(b"postgres: ") and f" {database} ".encode() in title:
+                    found[int(entry)] = cpu_seconds(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def bare_loop(
+    sink: Sink, message: bytes, total: int, processes: int = 2
+) -> tuple[float, float, float]:
+    """Messages per second of `processes` smtplib loops sending `message` `total` times,
+    and the CPU milliseconds per message of the loops and of smtp-sink."""
     context = multiprocessing.get_context("fork")
     ready = context.Event()
+    cpu = context.Value("d", 0.0)
     share = total // processes
     workers = [
-        context.Process(target=_bare_sender, args=(sink.port, message, share, i * share, ready))
+        context.Process(
+            target=_bare_sender, args=(sink.port, message, share, i * share, ready, cpu)
+        )
         for i in range(processes)
     ]
     for worker in workers:
         worker.start()
     time.sleep(0.5)  # connected and greeted before the clock starts
     base = sink.accepted
+    sink_cpu = cpu_seconds(sink.process.pid)
     started = time.monotonic()
     ready.set()
     last = sink.wait_for(base + share * processes, timeout=600)
+    sink_cpu = cpu_seconds(sink.process.pid) - sink_cpu
     for worker in workers:
         worker.join()
-    return share * processes / (last - started)
+    sent = share * processes
+    return sent / (last - started), cpu.value / sent * 1000, sink_cpu / sent * 1000
 
 
 # --- set-up -------------------------------------------------------------------------------
@@ -345,10 +377,10 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
 
 
 def spy(py_spy: str, pids: list[int], seconds: float, out: Path) -> list[subprocess.Popen[bytes]]:
-    """Sample the workers with py-spy (wall-clock, idle included) while the send runs."""
+    """Sample the workers with py-spy (on-CPU samples only) while the send runs."""
     return [
         subprocess.Popen(
-            [py_spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "250", "--idle"]
+            [py_spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "250"]
             + ["-f", "raw", "-o", str(out / f"spy-{pid}.txt"), "--nonblocking"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -381,7 +413,7 @@ def spy_summary(files: list[Path], top: int = 22) -> None:
     if not samples:
         print("py-spy: no samples inside deliver_batch")
         return
-    print(f"py-spy: {samples} samples inside deliver_batch (both workers, wall-clock)")
+    print(f"py-spy: {samples} on-CPU samples inside deliver_batch (both workers)")
     for title, table in (("self", own), ("total", anywhere)):
         print(f"  by {title}:")
         for name, count in sorted(table.items(), key=lambda item: -item[1])[:top]:
@@ -398,10 +430,14 @@ def end_to_end(
 ) -> dict:
     circular_id = bench.create_circular(shape, f"{shape}-{run_no}")
     message = bench.sample_message(circular_id)
-    bare = bare_loop(bench.sink, message, bare_count)
+    bare, bare_cpu, bare_sink_cpu = bare_loop(bench.sink, message, bare_count)
     worker = start_worker(bench.env, bench.workdir / f"worker-{shape}-{run_no}.log")
     try:
         base = bench.sink.accepted
+        processes = children(worker.pid)
+        cpu_before = [cpu_seconds(pid) for pid in [*processes, bench.sink.process.pid]]
+        database = bench.env["DATABASE_URL"].rpartition("/")[2]
+        pg_before = postgres_cpu(database)
         started = time.monotonic()
         send_id = bench.start_send(circular_id)
         spies = []
@@ -409,6 +445,9 @@ def end_to_end(
             bench.sink.wait_for(base + min(500, recipients // 5), timeout=600)
             spies = spy(py_spy, children(worker.pid), 6, bench.workdir)
         last = bench.sink.wait_for(base + recipients, timeout=3600)
+        cpu_after = [cpu_seconds(pid) for pid in [*processes, bench.sink.process.pid]]
+        pg_after = postgres_cpu(database)
+        pg_cpu = sum(value - pg_before.get(pid, 0.0) for pid, value in pg_after.items())
         for process in spies:
             process.wait()
         if spies:
@@ -421,7 +460,8 @@ def end_to_end(
             if time.monotonic() > deadline:
                 raise SystemExit(f"send {send_id} did not finish: {state}")
             time.sleep(0.2)
-        processes = children(worker.pid)
+        if children(worker.pid) != processes:
+            print("note: the worker replaced a process during the send")
         rss = [peak_rss_mb(pid) for pid in processes]
         parent_rss = peak_rss_mb(worker.pid)
     finally:
@@ -432,7 +472,15 @@ def end_to_end(
     if bench.sink.accepted != base + recipients:
         raise SystemExit(f"smtp-sink got {bench.sink.accepted - base} messages for {recipients}")
     rate = recipients / elapsed
+    spent = [after - before for before, after in zip(cpu_before, cpu_after, strict=True)]
     return {
+        "cpu": {
+            "workers": sum(spent[:-1]) / recipients * 1000,
+            "sink": spent[-1] / recipients * 1000,
+            "postgres": pg_cpu / recipients * 1000,
+            "bare": bare_cpu,
+            "bare_sink": bare_sink_cpu,
+        },
         "shape": shape,
         "size_kb": len(message) / 1024,
         "elapsed": elapsed,
@@ -572,6 +620,13 @@ def main() -> None:
                     f"worker peak RSS "
                     + " / ".join(f"{mb:.0f}" for mb in result["rss"])
                     + f" MB (main process {result['parent_rss']:.0f} MB)",
+                    flush=True,
+                )
+                cpu = result["cpu"]
+                print(
+                    f"    CPU ms a message: workers {cpu['workers']:.2f}, smtp-sink "
+                    f"{cpu['sink']:.2f}, PostgreSQL backends {cpu['postgres']:.2f}; "
+                    f"bare loop {cpu['bare']:.2f}, smtp-sink {cpu['bare_sink']:.2f}",
                     flush=True,
                 )
         load = os.getloadavg()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from email.header import Header
 from email.utils import format_datetime, formataddr
 from urllib.parse import quote
 
-from .personalise import fill
+from .personalise import fill, split_at_markers
 
 CRLF = "\r\n"
 
@@ -50,6 +51,9 @@ class PreparedMessage:
     domain: str
     list_ids: Mapping[int, str]  # list id -> encoded List-Id value
     extra_headers: str  # already folded, CRLF-terminated
+    # The templates quoted-printable-encoded once (see `qp_segments`); empty: encode per message.
+    html_qp: tuple[str, ...] = ()
+    text_qp: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,11 +157,58 @@ def prepare_message(
         domain=domain,
         list_ids=list_ids,
         extra_headers=extras,
+        html_qp=qp_segments(html_template),
+        text_qp=qp_segments(text_template),
     )
 
 
 def _qp(text: str) -> str:
     return binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True).decode("ascii")
+
+
+_SOFT_BREAK = "=" + CRLF
+
+
+def _qp_piece(text: str) -> str:
+    """`text` quoted-printable, CRLF throughout, ending in a soft line break.
+
+    b2a_qp writes soft breaks with the line end it finds first in the text,
+    and a bare LF when there is none; every line end here is CRLF.
+    """
+    encoded = _qp(text)
+    if "\n" in encoded:
+        encoded = encoded.replace("\r\n", "\n").replace("\n", CRLF)
+    start = encoded.rfind("\n") + 1
+    if len(encoded) - start > 75:
+        # The "=" we add must not take the last line past 76 characters; never cut an =XX.
+        cut = len(encoded) - (3 if encoded[-3:-2] == "=" else 1)
+        encoded = encoded[:cut] + _SOFT_BREAK + encoded[cut:]
+    return encoded + _SOFT_BREAK
+
+
+def qp_segments(template: str) -> tuple[str, ...]:
+    """The template split at its markers: encoded text, field name, encoded text, and so on.
+
+    Each piece of text is encoded once per send and ends in a soft line break,
+    so every piece starts a line and a recipient's value can be encoded alone
+    and put in between: decoded, it is the filled template. Encoding the whole
+    20 KB body per message took about a tenth of a worker's time.
+    """
+    pieces = split_at_markers(template)
+    return tuple(
+        _qp_piece(piece) if index % 2 == 0 else piece for index, piece in enumerate(pieces)
+    )
+
+
+def _fill_qp(segments: Sequence[str], values: Mapping[str, str], *, escape: bool) -> str:
+    out = []
+    for index, segment in enumerate(segments):
+        if index % 2 == 0:
+            out.append(segment)
+        else:
+            value = values[segment]
+            out.append(_qp_piece(html.escape(value, quote=True) if escape else value))
+    return "".join(out)
 
 
 def new_message_id(domain: str, *parts: object) -> str:
@@ -178,8 +229,12 @@ def list_unsubscribe_headers(url: str, mailto: str | None) -> str:
 def build_message(
     prepared: PreparedMessage, envelope: Envelope, *, now: datetime | None = None
 ) -> bytes:
-    html = fill(prepared.html_template, envelope.fields, escape=True)
-    text = fill(prepared.text_template, envelope.fields, escape=False)
+    if prepared.html_qp and prepared.text_qp:
+        html_part = _fill_qp(prepared.html_qp, envelope.fields, escape=True)
+        text_part = _fill_qp(prepared.text_qp, envelope.fields, escape=False)
+    else:
+        text_part = _qp(fill(prepared.text_template, envelope.fields, escape=False))
+        html_part = _qp(fill(prepared.html_template, envelope.fields, escape=True))
     when = format_datetime(now or datetime.now(UTC), usegmt=True)
     has_attachments = bool(prepared.attachments_block)
     headers = [
@@ -200,11 +255,11 @@ def build_message(
         f"--{prepared.alt_boundary}{CRLF}"
         f"Content-Type: text/plain; charset=utf-8{CRLF}"
         f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
-        f"{_qp(text)}{CRLF}"
+        f"{text_part}{CRLF}"
         f"--{prepared.alt_boundary}{CRLF}"
         f"Content-Type: text/html; charset=utf-8{CRLF}"
         f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
-        f"{_qp(html)}{CRLF}"
+        f"{html_part}{CRLF}"
         f"--{prepared.alt_boundary}--{CRLF}"
     )
     alt_type = f'multipart/alternative;{CRLF} boundary="{prepared.alt_boundary}"'

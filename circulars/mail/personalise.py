@@ -52,6 +52,11 @@ def fill(template: str, values: Mapping[str, str], *, escape: bool) -> str:
     return _PATTERN.sub(lambda match: values[match.group(1)], template)
 
 
+def split_at_markers(template: str) -> list[str]:
+    """[text, field, text, field, …, text]: the template around its markers."""
+    return _PATTERN.split(template)
+
+
 def unfilled(text: str) -> list[str]:
     """Markers left in a text; a delivered message must have none."""
     return _PATTERN.findall(text)
