@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from circulars.config import ConfigError, SmtpRelay, load_settings, parse_smtp_url
 from circulars.mail.ratelimit import RedisRelayState, RelayState, SqliteRelayState
-from circulars.mail.relays import RelayPool
+from circulars.mail.relays import HOLD_SECONDS, RelayLimited, RelayPool
 from circulars.mail.transport import ConnectionFailed, SmtpMessenger
 
 from conftest import SmtpSink, free_port
@@ -211,6 +211,7 @@ def test_when_every_relay_is_down_connect_fails_temporarily_naming_each(store: S
     with pytest.raises(ConnectionFailed) as failed:
         pool.connect()
     assert not failed.value.permanent
+    assert not isinstance(failed.value, RelayLimited)  # failures: relay errors
     assert f"relay {first.label}" in failed.value.reply
     assert f"relay {second.label}" in failed.value.reply
 
@@ -310,6 +311,9 @@ def test_hourly_and_daily_limits_defer_with_a_clear_reply(
             connection.send("a@circulars.test", "p3@example.org", MESSAGE)
     assert refused.value.reply == f"relay {only.label}: {word} limit of 3 reached"
     assert not refused.value.permanent
+    # Held back by our own budget, not a relay failure: retried later, not counted.
+    assert isinstance(refused.value, RelayLimited)
+    assert refused.value.retry_after == HOLD_SECONDS["hour" if word == "hourly" else "day"]
     assert len(sink.messages()) == 3
 
     # A new connection (another worker, a retry) is refused the same way, before any SMTP.
@@ -414,6 +418,8 @@ def test_the_slot_of_a_killed_holder_comes_back_after_it_expires(
             impatient.connect()
         assert "all 1 connections in use" in busy.value.reply
         assert not busy.value.permanent
+        assert isinstance(busy.value, RelayLimited)
+        assert busy.value.retry_after == HOLD_SECONDS["connections"]
     finally:
         os.kill(holder.pid, signal.SIGKILL)  # type: ignore[arg-type]
         holder.join(10)
@@ -589,3 +595,17 @@ def test_a_send_through_two_relays_one_down_reaches_everyone_once(
     session.expire_all()
     assert session.get(Send, send.id).status == "done"
     assert set(session.scalars(select(Delivery.status))) == {"sent"}
+
+
+def test_one_relay_spent_and_the_other_down_is_a_relay_failure_not_a_hold(
+    store: Store, sinks: list[CountingSink]
+) -> None:
+    sink = sinks[0]
+    spent = relay(sink.url, per_day=1)
+    pool = RelayPool([spent, dead_relay()], store.open(), rng=random.Random(0))
+    with pool.connect() as connection:
+        connection.send("a@circulars.test", "p0@example.org", MESSAGE)
+    with pytest.raises(ConnectionFailed) as failed:
+        pool.connect()
+    assert f"relay {spent.label}: daily limit of 1 reached" in failed.value.reply
+    assert not isinstance(failed.value, RelayLimited)

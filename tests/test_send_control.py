@@ -4,6 +4,8 @@ consecutive relay errors."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 import time
 from collections import Counter
@@ -14,9 +16,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from celery.exceptions import Retry
 from sqlalchemy import func, select, update
 
-from circulars.models import Circular, Delivery, MailingList, Send
+from circulars.models import Circular, Delivery, MailingList, Send, utcnow
 from circulars.sending import control, engine
 from circulars.sending.service import create_send
 from circulars.subscribers.service import add_to_list
@@ -482,15 +485,107 @@ def test_our_own_relay_limits_hold_a_batch_back_without_counting_as_relay_errors
     for _attempt in range(3):  # the first sends 5; then the daily budget is spent
         outcome = engine.deliver_batch(session, send.id, *ranges[0], ctx)
         assert outcome.retry and "daily limit of 5 reached" in outcome.error
+        # Held, not released: the rows stay claimed until the batch's next try, so the
+        # sweeper does not hand them to a new batch that would meet the same limit.
+        assert outcome.held_for == 600
+        held = session.scalars(
+            select(Delivery.claimed_until).where(
+                Delivery.send_id == send.id, Delivery.status == "pending"
+            )
+        ).all()
+        assert len(held) == 15 and all(until > utcnow() for until in held)
+        assert engine.stalled_sends(session, timedelta(0)) == []
+        # The next try comes when the hold ends.
+        session.execute(
+            update(Delivery).where(Delivery.send_id == send.id).values(claimed_until=None)
+        )
+        session.commit()
     row = fresh(session, send.id)
     assert (row.status, row.relay_errors) == ("running", 0)
     assert len(smtp_server.messages()) == 5
-    assert control.held_back_by_our_limits(
-        "relay a:25: hourly limit of 9 reached; relay b:25: all 4 connections in use"
+
+
+@functools.cache
+def worker_tasks() -> Any:
+    """worker/tasks.py alone: the `worker` package builds an app from the environment."""
+    spec = importlib.util.spec_from_file_location(
+        "worker_tasks_under_test", Path(__file__).parents[1] / "worker" / "tasks.py"
     )
-    assert not control.held_back_by_our_limits(
-        "relay a:25: daily limit of 9 reached; relay b:25: 421 4.3.2 Service shutting down"
+    assert spec is not None and spec.loader is not None
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    return tasks
+
+
+def test_a_held_batch_is_retried_after_its_hold_without_using_up_its_tries(
+    app, session, ctx, smtp_server, tmp_path, monkeypatch
+):
+    """A spent daily budget must delay the send, never fail its recipients."""
+    from circulars.config import load_settings
+    from circulars.wiring import relay_messenger
+
+    tasks = worker_tasks()
+    BATCH_RETRIES, deliver_batch = tasks.BATCH_RETRIES, tasks.deliver_batch  # noqa: N806
+    retries_asked: list[dict[str, Any]] = []
+
+    def retry(**options: Any) -> Exception:
+        # Eager Celery would run the retry at once; record what it would be asked instead.
+        retries_asked.append(options)
+        return Retry()
+
+    monkeypatch.setattr(deliver_batch, "retry", retry)
+
+    limited = load_settings(
+        {
+            "INSTANCE_PATH": str(tmp_path),
+            "SMTP_URL": f"{smtp_server.url}?per_day=2",
+            "RELAY_STATE_URL": f"sqlite:///{tmp_path / 'relay_state.db'}",
+        }
     )
+    monkeypatch.setitem(
+        app.extensions, "circulars.send_context", replace(ctx, messenger=relay_messenger(limited))
+    )
+    send, ranges = started(session, ctx, make_audience(session, 6))
+    first, last = ranges[0]
+
+    def unhold() -> None:
+        session.execute(
+            update(Delivery).where(Delivery.send_id == send.id).values(claimed_until=None)
+        )
+        session.commit()
+
+    # On what would be its last try, a held batch is still retried, after the hold.
+    result = deliver_batch.apply(args=(send.id, first, last), retries=BATCH_RETRIES)
+    assert result.state == "RETRY"
+    assert retries_asked == [{"countdown": 601.0, "kwargs": {"held": 1}}]
+    assert len(smtp_server.messages()) == 2
+    held = session.scalars(
+        select(Delivery.claimed_until).where(
+            Delivery.send_id == send.id, Delivery.status == "pending"
+        )
+    ).all()
+    assert len(held) == 4 and all(until > utcnow() + timedelta(minutes=9) for until in held)
+    unhold()
+    result = deliver_batch.apply(
+        args=(send.id, first, last), kwargs={"held": 3}, retries=BATCH_RETRIES + 2
+    )
+    assert result.state == "RETRY"
+    assert retries_asked[-1] == {"countdown": 601.0, "kwargs": {"held": 4}}
+    pending = session.scalar(
+        select(func.count()).where(Delivery.send_id == send.id, Delivery.status == "pending")
+    )
+    assert pending == 4
+
+    # A real relay failure on the last try still gives up, and says so.
+    monkeypatch.setitem(app.extensions, "circulars.send_context", ctx)
+    unhold()
+    smtp_server.refuse_all = "421 4.3.2 Service shutting down"
+    result = deliver_batch.apply(args=(send.id, first, last), retries=BATCH_RETRIES)
+    assert result.state == "SUCCESS"
+    failed = session.scalars(
+        select(Delivery.last_error).where(Delivery.send_id == send.id, Delivery.status == "failed")
+    ).all()
+    assert len(failed) == 4 and all(error.startswith("gave up after") for error in failed)
 
 
 # --- with a real worker -------------------------------------------------------------------

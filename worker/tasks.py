@@ -47,21 +47,28 @@ def start_send(send_id: int) -> None:
 
 
 @shared_task(name=DELIVER_BATCH, bind=True, max_retries=None)
-def deliver_batch(self, send_id: int, first_id: int, last_id: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def deliver_batch(self, send_id: int, first_id: int, last_id: int, held: int = 0) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """`held`: how many of this task's retries were our own relay limits holding it back.
+
+    Those do not count toward BATCH_RETRIES: a spent daily budget delays the
+    batch until there is budget again, it does not fail its recipients.
+    """
     try:
         outcome = engine.deliver_batch(db.session, send_id, first_id, last_id, _context())
     except OperationalError as exc:
         # The database went away (restart, fail-over): nothing is lost, try the batch again.
         db.session.rollback()
         raise self.retry(exc=exc, countdown=_backoff(min(self.request.retries, 4))) from exc
+    if outcome.retry and outcome.held_for is not None:
+        raise self.retry(countdown=outcome.held_for + 1, kwargs={"held": held + 1})
     if outcome.retry:
-        if self.request.retries >= BATCH_RETRIES:
+        if self.request.retries - held >= BATCH_RETRIES:
             reason = (
                 f"gave up after {BATCH_RETRIES + 1} tries: {outcome.error or 'temporary failures'}"
             )
             engine.fail_pending(db.session, send_id, first_id, last_id, reason)
         else:
-            raise self.retry(countdown=_backoff(self.request.retries))
+            raise self.retry(countdown=_backoff(self.request.retries - held))
     return {"sent": outcome.sent, "failed": outcome.failed, "deferred": outcome.deferred}
 
 

@@ -29,6 +29,24 @@ from .transport import ConnectionFailed, SmtpConnection, _local_hostname
 log = logging.getLogger(__name__)
 
 
+#: When a batch held back by our own limits should try again, by what held it back: a
+#: full connection count frees within seconds, a spent hourly budget within minutes.
+HOLD_SECONDS = {"connections": 15.0, "hour": 120.0, "day": 600.0}
+
+
+class RelayLimited(ConnectionFailed):
+    """No relay failed: every one is held back by our own limits (budget spent, connections full).
+
+    The engine defers the batch for `retry_after` seconds without counting it as a
+    relay error or as one of the batch's tries, so a daily limit delays a send
+    rather than failing its recipients.
+    """
+
+    def __init__(self, reply: str, retry_after: float) -> None:
+        super().__init__(reply, permanent=False)
+        self.retry_after = retry_after
+
+
 class RelayConnection(Protocol):
     """What the pool needs of one relay's connection: SmtpConnection's shape."""
 
@@ -144,7 +162,9 @@ class PooledConnection:
 
     # --- choosing a relay ---------------------------------------------------------------
 
-    def open(self, excluded: dict[str, str] | None = None) -> None:
+    def open(
+        self, excluded: dict[str, str] | None = None, held: dict[str, float] | None = None
+    ) -> None:
         """Connect to the first relay that takes us; ConnectionFailed saying why when none does.
 
         Relays at their connection maximum are waited for, up to `connect_wait`
@@ -155,6 +175,8 @@ class PooledConnection:
         deadline = time.monotonic() + pool.connect_wait
         while True:
             reasons = dict(excluded)
+            # Relays held back by our limits, with when to try again; the rest failed.
+            holds = dict(held or {})
             candidates = [relay for relay in pool.relays if relay.key not in reasons]
             try:
                 down = pool.state.down_relays([relay.key for relay in candidates])
@@ -169,18 +191,24 @@ class PooledConnection:
                     )
             busy = False
             for relay in pool.order([r for r in candidates if r.key not in reasons]):
-                reason, full = self._try(relay)
+                reason, full, hold = self._try(relay)
                 if reason is None:
                     return
                 reasons[relay.key] = reason
+                if hold is not None:
+                    holds[relay.key] = hold
                 busy = busy or full
             if busy and time.monotonic() < deadline:
                 time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
                 continue
-            raise ConnectionFailed("; ".join(reasons.values()), permanent=False)
+            reply = "; ".join(reasons.values())
+            if reasons and set(reasons) <= set(holds):
+                raise RelayLimited(reply, retry_after=min(holds.values()))
+            raise ConnectionFailed(reply, permanent=False)
 
-    def _try(self, relay: SmtpRelay) -> tuple[str | None, bool]:
-        """(None, _) when connected; else why not, and whether waiting could help."""
+    def _try(self, relay: SmtpRelay) -> tuple[str | None, bool, float | None]:
+        """(None, ...) when connected; else why not, whether waiting could help, and,
+        when our own limits held it back, in how many seconds to try again."""
         pool = self.pool
         holder = None
         try:
@@ -192,6 +220,7 @@ class PooledConnection:
                     return (
                         f"relay {relay.label}: all {relay.max_connections} connections in use",
                         True,
+                        HOLD_SECONDS["connections"],
                     )
             grant = None
             limits = limits_of(relay)
@@ -201,7 +230,7 @@ class PooledConnection:
                 )
                 if grant.exhausted in ("hour", "day"):
                     pool.state.release(relay.key, holder)
-                    return limit_reply(relay, grant.exhausted), False
+                    return limit_reply(relay, grant.exhausted), False, HOLD_SECONDS[grant.exhausted]
         except RelayStateUnavailable as exc:
             raise ConnectionFailed(str(exc), permanent=False) from exc
         inner = pool.connection_factory(relay, pool.timeout, _local_hostname())
@@ -213,14 +242,14 @@ class PooledConnection:
             else:
                 self._let_go(relay, holder, 0, None)
             self._take_out(relay, exc.reply)
-            return f"relay {relay.label}: {exc.reply}", False
+            return f"relay {relay.label}: {exc.reply}", False, None
         self.relay, self.inner, self.holder, self._limits = relay, inner, holder, limits
         self.tokens = grant.granted if grant else 0
         self.windows = grant.windows if grant else None
         now = time.monotonic()
         self._tokens_until = now + (grant.seconds_left if grant else 0)
         self._renew_at = now + pool.slot_ttl / 4
-        return None, False
+        return None, False, None
 
     def _take_out(self, relay: SmtpRelay, reply: str) -> None:
         # With one relay there is no other to carry on: each later try goes to it, as before.
@@ -255,10 +284,16 @@ class PooledConnection:
         self.tokens = 0
         return relay
 
-    def _move_on(self, reason: str) -> None:
-        """Leave the current relay for another; ConnectionFailed when none can take over."""
+    def _move_on(self, reason: str, hold: float | None = None) -> None:
+        """Leave the current relay for another; ConnectionFailed when none can take over.
+
+        `hold`: the relay is held back by our limits (not failed), for about that long.
+        """
         relay = self._leave()
-        self.open({relay.key: reason} if relay is not None else {})
+        if relay is None:
+            self.open()
+            return
+        self.open({relay.key: reason}, {relay.key: hold} if hold is not None else None)
 
     # --- sending ------------------------------------------------------------------------
 
@@ -306,7 +341,8 @@ class PooledConnection:
             if grant.exhausted == "second":
                 time.sleep(grant.seconds_left + 0.001)
                 continue
-            self._move_on(limit_reply(relay, grant.exhausted or "day"))
+            exhausted = grant.exhausted or "day"
+            self._move_on(limit_reply(relay, exhausted), HOLD_SECONDS[exhausted])
 
     def send(self, envelope_from: str, recipient: str, message: bytes) -> None:
         if self.relay is None:

@@ -13,7 +13,6 @@ Status is per delivery, so nothing already sent is sent again.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -33,12 +32,6 @@ log = logging.getLogger(__name__)
 #: pause takes effect within this plus one SMTP exchange.
 CHECK_INTERVAL = 0.5
 
-#: The replies of our own relay limits (circulars/mail/relays.py): the batch was held
-#: back by a spent hourly or daily budget or a full connection count, and no relay
-#: failed, so they are not relay errors; the batch is deferred and tried again.
-_HELD_BACK = re.compile(
-    r"relay \S+: (?:(?:daily|hourly) limit of \d+ reached|all \d+ connections in use)"
-)
 
 PAUSABLE = (SendStatus.QUEUED, SendStatus.RUNNING)
 CANCELLABLE = (SendStatus.SCHEDULED, SendStatus.QUEUED, SendStatus.RUNNING, SendStatus.PAUSED)
@@ -267,11 +260,6 @@ def record_relay_error(session: Session, send_id: int, reply: str, limit: int) -
     return str(status)
 
 
-def held_back_by_our_limits(reply: str) -> bool:
-    """True when every reason in a ConnectionFailed reply is one of our own relay limits."""
-    return all(_HELD_BACK.fullmatch(part.strip()) for part in reply.split("; "))
-
-
 def reset_relay_errors(session: Session, send_id: int) -> None:
     session.execute(
         update(Send).where(Send.id == send_id, Send.relay_errors != 0).values(relay_errors=0)
@@ -323,9 +311,11 @@ class SendWatch:
         return bool(row.status == SendStatus.RUNNING)
 
     def relay_error(self, reply: str) -> bool:
-        """Record a connection failure or temporary refusal; true if the batch must stop."""
-        if held_back_by_our_limits(reply):
-            return False
+        """Record a connection failure or temporary refusal; true if the batch must stop.
+
+        Our own relay limits holding a batch back (RelayLimited) are not relay
+        errors: the engine does not report them here.
+        """
         self._errors_on_row = True
         self.status = record_relay_error(self.session, self.send_id, reply, self.pause_after)
         return self.status != SendStatus.RUNNING

@@ -29,6 +29,7 @@ from ..mail.mime import (
     prepare_message,
 )
 from ..mail.personalise import RecipientFields
+from ..mail.relays import RelayLimited
 from ..mail.render import AttachmentInfo, RenderedCircular, RenderError, render_circular
 from ..mail.transport import ConnectionFailed, DeliveryError, accepting_after
 from ..models import Circular, Delivery, DeliveryStatus, Send, SendStatus, Subscriber, utcnow
@@ -48,6 +49,8 @@ class BatchOutcome:
     error: str | None = None  # why the batch stopped early, if it did
     skipped: dict[str, int] = field(default_factory=dict)
     stopped: str | None = None  # the send's status when it stopped being running mid-batch
+    # Held back by our own relay limits (not a failure): try again in this many seconds.
+    held_for: float | None = None
 
     @property
     def retry(self) -> bool:
@@ -302,6 +305,21 @@ def deliver_batch(
         session.commit()
         outcome.deferred += len(ids)
 
+    def hold(remaining: list[Any], limited: RelayLimited) -> None:
+        """Keep the rows claimed until the batch's next try, so the sweeper leaves them be."""
+        ids = [row.id for row in remaining]
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(
+                claimed_until=utcnow() + timedelta(seconds=limited.retry_after),
+                last_error=limited.reply,
+            )
+        )
+        session.commit()
+        outcome.deferred += len(ids)
+        outcome.held_for = limited.retry_after
+
     # Between messages: has the send been paused or cancelled, by a person or by relay errors?
     watch = SendWatch(
         session, send_id, pause_after=ctx.pause_after_relay_errors, relay_errors=send.relay_errors
@@ -310,7 +328,9 @@ def deliver_batch(
         connection = ctx.messenger.connect()
     except ConnectionFailed as exc:
         outcome.error = exc.reply
-        if watch.relay_error(exc.reply):
+        if isinstance(exc, RelayLimited):
+            hold(rows, exc)
+        elif watch.relay_error(exc.reply):
             outcome.stopped = watch.stop(rows)
         else:
             release(rows, exc.reply)
@@ -356,7 +376,9 @@ def deliver_batch(
             except ConnectionFailed as exc:
                 # Reconnecting failed: nothing more goes through this batch now.
                 outcome.error = exc.reply
-                if watch.relay_error(exc.reply):
+                if isinstance(exc, RelayLimited):
+                    hold(rows[index:], exc)
+                elif watch.relay_error(exc.reply):
                     outcome.stopped = watch.stop(rows[index:])
                 else:
                     release(rows[index:], exc.reply)
