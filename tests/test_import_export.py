@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from circulars.models import (
     ConsentEvent,
@@ -284,6 +284,27 @@ def test_an_error_while_writing_stops_the_reading_thread(app, session, monkeypat
     with pytest.raises(RuntimeError, match="database went away"):
         importer.import_subscribers(session, io.BytesIO(content), members, on_chunk=on_chunk)
     assert not [t for t in threading.enumerate() if t.name == "csv-import-reader"]
+
+
+def test_a_large_import_on_postgresql_leaves_planner_statistics(app, session):
+    """Without them, a send right after the import plans its recipients query blind."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's planner statistics")
+    members = make_list(session)
+    session.execute(text("ANALYZE subscribers"))
+    session.commit()
+
+    def estimated_rows() -> float:
+        return float(
+            session.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'subscribers'"))
+        )
+
+    assert estimated_rows() == 0
+    lines = ["email"] + [f"person{number}@example.org" for number in range(1500)]
+    job = run_file(app, session, members, "\n".join(lines).encode())
+    assert job.status == "done"
+    session.commit()
+    assert estimated_rows() == 1500
 
 
 def test_addresses_are_normalised(app, session):
