@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from circulars.models import Circular, Delivery, MailingList, Send, Subscriber, Subscription
 from circulars.sending import engine
@@ -196,3 +200,35 @@ def test_the_sweeper_leaves_a_moving_send_alone_and_restarts_an_abandoned_one(
     # Once everything is sent there is nothing to restart.
     run_all(session, ctx, send.id, ranges)
     assert engine.stalled_sends(session, timedelta(0)) == []
+
+
+def test_a_batch_slower_than_its_lease_keeps_its_rows(session, ctx, two_lists, smtp_server):
+    """Else the sweeper would hand the rows it has not reached to a second batch."""
+    ctx = replace(ctx, claim_lease=timedelta(seconds=1.2))
+    send, ranges = start(session, ctx, two_lists)
+    assert len(ranges) == 1
+    smtp_server.delay = 0.25  # 15 messages: about 4 s, three leases
+    outcomes = []
+
+    def deliver() -> None:
+        with Session(session.get_bind()) as own:
+            outcomes.append(engine.deliver_batch(own, send.id, *ranges[0], ctx))
+
+    batch = threading.Thread(target=deliver)
+    batch.start()
+    try:
+        time.sleep(2.6)  # past two leases: only a renewed claim is still live
+        assert batch.is_alive()
+        pending = session.scalars(
+            select(Delivery.claimed_until).where(
+                Delivery.send_id == send.id, Delivery.status == "pending"
+            )
+        ).all()
+        session.commit()
+        assert pending and all(until > engine.utcnow() for until in pending)
+        assert engine.stalled_sends(session, timedelta(0)) == []
+    finally:
+        batch.join(30)
+    assert outcomes[0].sent == 15
+    received = Counter(message.rcpt_tos[0] for message in smtp_server.messages())
+    assert len(received) == 15 and set(received.values()) == {1}

@@ -10,6 +10,7 @@ and unclaimed.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -340,12 +341,20 @@ def deliver_batch(
     # (committed) before the next message goes out, so a crash leaves at most
     # the message in flight unrecorded (see marks.py).
     marks = marks_for(session)
+    # A batch slower than its lease (a tight per-second limit, a slow relay) renews its
+    # claim on what it has not reached, or the sweeper would hand those rows to another
+    # batch and they would go out twice.
+    lease = ctx.claim_lease.total_seconds()
+    renew_at = time.monotonic() + lease / 3
     try:
         for index, row in enumerate(rows):
             if not watch.running():
                 marks.confirm()
                 outcome.stopped = watch.stop(rows[index:])
                 break
+            if time.monotonic() >= renew_at:
+                renew_claims(session, [later.id for later in rows[index:]], ctx.claim_lease)
+                renew_at = time.monotonic() + lease / 3
             if row.subscriber_id is None:
                 marks.record(
                     row.id,
@@ -421,6 +430,15 @@ def deliver_batch(
             connection.close()
     finish_if_complete(session, send_id)
     return outcome
+
+
+def renew_claims(session: Session, ids: list[int], lease: timedelta) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.PENDING)
+        .values(claimed_until=utcnow() + lease)
+    )
+    session.commit()
 
 
 def fail_pending(session: Session, send_id: int, first_id: int, last_id: int, reason: str) -> int:
