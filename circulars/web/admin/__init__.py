@@ -638,10 +638,17 @@ def outbox_clear() -> Any:
     return redirect(url_for("admin.outbox"))
 
 
-from . import exports, imports, suppressions  # noqa: E402,F401
-from . import subscribers  # noqa: E402,F401
-from . import list_settings  # noqa: E402,F401  (list settings, the subscribe form snippet)
-from . import dns  # noqa: E402,F401  (DNS records: DKIM, SPF, DMARC)
-from . import bounces  # noqa: E402,F401  (bounces and complaints received)
-from . import send_control  # noqa: E402,F401  (pause, resume, cancel a send)
-from . import reports  # noqa: E402,F401  (a send's report and its deliveries as CSV)
+# The admin's other pages: imports and exports, subscribers, list settings and the
+# subscribe form snippet, DNS records (DKIM, SPF, DMARC), bounces and complaints,
+# send control (pause, resume, cancel) and send reports.
+from . import (  # noqa: E402,F401
+    bounces,
+    dns,
+    exports,
+    imports,
+    list_settings,
+    reports,
+    send_control,
+    subscribers,
+    suppressions,
+)
