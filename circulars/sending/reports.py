@@ -46,6 +46,7 @@ from ..models import (
     MailingList,
     Send,
 )
+from ..paging import PageNumbers
 from ..subscribers.export import neutralise
 
 ADDRESS = "<address>"
@@ -433,23 +434,11 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
-class HistoryPage:
+class HistoryPage(PageNumbers):
     entries: list[HistoryEntry]
     page: int
     per_page: int
     total: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-    @property
-    def has_prev(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
 
 
 def subscriber_history(

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import Settings
 from ..extensions import db, login_manager
 from ..models import User
+from ..paging import PageNumbers
 from ..storage import FileStore, format_size
 from ..wiring import branding
 
@@ -46,23 +47,11 @@ def sender_required(view: F) -> F:
 
 
 @dataclass
-class Page:
+class Page(PageNumbers):
     items: list[Any]
     page: int
     per_page: int
     total: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-    @property
-    def has_prev(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
 
 
 def paginate(query: Select[Any], per_page: int = 25, *, scalars: bool = True) -> Page:
