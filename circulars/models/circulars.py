@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, ForeignKey, String, Table, Text
+from sqlalchemy import Column, ForeignKey, String, Table, Text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, utcnow
@@ -39,6 +39,10 @@ class Circular(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     first_sent_at: Mapped[datetime | None]
+    # Free text, used to filter the public archive and to find related circulars.
+    topic: Mapped[str | None] = mapped_column(String(100), index=True)
+    # Sent circulars appear in the public archive unless kept out.
+    in_archive: Mapped[bool] = mapped_column(default=True, server_default=true())
 
     lists: Mapped[list[MailingList]] = relationship(
         secondary=circular_lists, order_by="MailingList.name"

@@ -40,6 +40,8 @@ class CircularForm(FlaskForm):
     title = StringField("Title", validators=[DataRequired(), Length(max=300), single_line])
     body = TextAreaField("Body (Markdown)", validators=[Length(max=500_000)])
     lists = MultiCheckboxField("Send to lists", coerce=int, validate_choice=True)
+    topic = StringField("Topic", validators=[Optional(), Length(max=100), single_line])
+    in_archive = BooleanField("Show in the public archive", default=True)
     revision = HiddenField()
 
 

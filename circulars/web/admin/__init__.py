@@ -117,6 +117,8 @@ def new_circular() -> Any:
         circular = Circular(
             title=(form.title.data or "").strip(),
             body_markdown=form.body.data or "",
+            topic=(form.topic.data or "").strip() or None,
+            in_archive=bool(form.in_archive.data),
             created_by_id=current_user.id,
         )
         circular.lists = list(
@@ -159,6 +161,8 @@ def edit_circular(circular_id: int) -> Any:
         else:
             circular.title = (form.title.data or "").strip()
             circular.body_markdown = form.body.data or ""
+            circular.topic = (form.topic.data or "").strip() or None
+            circular.in_archive = bool(form.in_archive.data)
             circular.lists = list(
                 db.session.scalars(
                     select(MailingList).where(MailingList.id.in_(form.lists.data or []))
