@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
+from ..archive import archive_path
 from ..mail.mime import (
     AttachmentData,
     Envelope,
@@ -62,9 +63,17 @@ class BatchOutcome:
 def render_send(
     circular: Circular, ctx: SendContext, number: int | None = None
 ) -> RenderedCircular:
-    """Render as sent; `number` stands in for a draft's future number in previews."""
+    """Render as sent; `number` stands in for a draft's future number in previews.
+
+    The "view in browser" link points at the public archive page, so a circular
+    kept out of the archive (or without a number yet: a test send) has none.
+    """
+    shown_number = circular.number if circular.number is not None else number
+    web_url = None
+    if shown_number is not None and circular.in_archive is not False:
+        web_url = ctx.base_url.rstrip("/") + archive_path(shown_number, circular.title)
     return render_circular(
-        number=circular.number if circular.number is not None else number,
+        number=shown_number,
         title=circular.title,
         body_markdown=circular.body_markdown,
         attachments=[AttachmentInfo(a.filename, a.size) for a in circular.attachments],
@@ -72,6 +81,7 @@ def render_send(
         # The date the organisation's readers see is the date where the organisation is.
         sent_on=(circular.first_sent_at or utcnow()).astimezone(ZoneInfo(ctx.timezone)).date(),
         base_url=ctx.base_url,
+        web_url=web_url,
     )
 
 

@@ -149,4 +149,4 @@ def _unsubscribed_page(
 
 
 # The preference centre; the subscribe page, embed form and confirmation.
-from . import preferences, subscribe  # noqa: E402,F401
+from . import archive, preferences, subscribe  # noqa: E402,F401

@@ -1,0 +1,128 @@
+"""The public archive: the list of sent circulars, a permanent page for each, the Atom feed.
+
+Pages are found by number; the slug in the URL is decoration, and a wrong or
+missing one redirects (301) to the right one, so links survive a new slug rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Response, abort, redirect, render_template, request, send_file, url_for
+from flask_babel import format_date
+
+from ...archive import (
+    ArchiveFilters,
+    latest,
+    list_archive,
+    neighbours,
+    published_circular,
+    related,
+    slugify,
+    topics,
+    years,
+)
+from ...atom import ATOM_TYPE, build_feed
+from ...extensions import db
+from ...mail.render import markdown_to_html
+from ...models import Attachment, Circular
+from ..helpers import files, settings
+from . import bp
+
+
+def _page_url(circular: Circular) -> str:
+    return url_for("public.circular_page", number=circular.number, slug=slugify(circular.title))
+
+
+def _published_or_404(number: int) -> Circular:
+    circular = published_circular(db.session, number)
+    if circular is None:
+        abort(404)
+    return circular
+
+
+def _sent_on(circular: Circular) -> str:
+    if circular.first_sent_at is None:
+        return ""
+    local = circular.first_sent_at.astimezone(ZoneInfo(settings().timezone)).date()
+    return str(format_date(local, format="long"))
+
+
+def _filters() -> ArchiveFilters:
+    year_text = request.args.get("year", "").strip()
+    return ArchiveFilters(
+        topic=request.args.get("topic", "").strip()[:100],
+        year=int(year_text) if year_text.isdigit() and len(year_text) == 4 else None,
+        q=request.args.get("q", "").strip()[:200],
+    )
+
+
+@bp.get("/circulars")
+def archive() -> Any:
+    filters = _filters()
+    page_number = request.args.get("page", "1")
+    page = list_archive(db.session, filters, page=int(page_number) if page_number.isdigit() else 1)
+    return render_template(
+        "public/archive.html",
+        page=page,
+        filters=filters,
+        topics=topics(db.session),
+        years=years(db.session),
+        sent_on=_sent_on,
+        page_url=_page_url,
+    )
+
+
+@bp.get("/circulars/<int:number>")
+def circular_by_number(number: int) -> Any:
+    circular = _published_or_404(number)
+    return redirect(_page_url(circular), code=301)
+
+
+@bp.get("/circulars/<int:number>-<slug>")
+def circular_page(number: int, slug: str) -> Any:
+    circular = _published_or_404(number)
+    if slug != slugify(circular.title):
+        return redirect(_page_url(circular), code=301)
+    previous, following = neighbours(db.session, circular)
+    return render_template(
+        "public/circular.html",
+        circular=circular,
+        body_html=markdown_to_html(circular.body_markdown),
+        sent_on=_sent_on,
+        previous=previous,
+        following=following,
+        related=related(db.session, circular),
+        page_url=_page_url,
+    )
+
+
+@bp.get("/circulars/<int:number>/attachments/<int:attachment_id>")
+def archive_attachment(number: int, attachment_id: int) -> Any:
+    """Only the attachments of a circular the public may see; always a download, never inline."""
+    circular = _published_or_404(number)
+    attachment = db.session.get(Attachment, attachment_id)
+    if attachment is None or attachment.circular_id != circular.id:
+        abort(404)
+    response = send_file(
+        files().path_for(attachment.sha256),
+        mimetype=attachment.content_type,
+        as_attachment=True,
+        download_name=attachment.filename,
+    )
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+@bp.get("/circulars/feed.atom")
+def archive_feed() -> Any:
+    current = settings()
+    body = build_feed(
+        latest(db.session),
+        base_url=current.base_url,
+        org_name=current.org_name,
+        feed_path=url_for("public.archive_feed"),
+        index_path=url_for("public.archive"),
+    )
+    return Response(body, mimetype=ATOM_TYPE)
