@@ -307,6 +307,20 @@ CREATE TABLE IF NOT EXISTS down (relay TEXT PRIMARY KEY, until REAL NOT NULL,
 """
 
 
+def _use_wal(db: sqlite3.Connection, deadline: float) -> None:
+    """Switch the file to WAL once; another process switching it at the same moment
+    makes SQLite answer "database is locked" at once, without its busy time-out."""
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SqliteRelayState:
     """The same rules as RedisRelayState, in a file every process on this machine opens.
 
@@ -329,7 +343,7 @@ class SqliteRelayState:
             db = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db, deadline=time.monotonic() + 30)
             db.execute("PRAGMA synchronous=OFF")
             db.executescript(_SCHEMA)
             self._db, self._pid = db, os.getpid()
