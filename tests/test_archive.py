@@ -322,3 +322,38 @@ def test_draft_form_saves_topic_and_archive_choice(auth, client, session):
     assert response.status_code == 302
     session.refresh(circular)
     assert circular.topic is None and circular.in_archive is False
+
+
+def test_a_sent_circular_can_be_withdrawn_from_the_archive_and_back(auth, client, session):
+    circular = publish(session, 1, "Sent already", topic="Finance")
+    auth.create_user(email="editor@example.org", role="editor")
+    auth.create_user(email="sender@example.org", role="sender")
+    url = f"/admin/circulars/{circular.id}/archive"
+    page = f"/admin/circulars/{circular.id}"
+
+    auth.login("editor@example.org")
+    refused = auth.post_form("/admin/circulars/new", url, {"topic": "Finance"})
+    assert refused.status_code == 403
+    session.refresh(circular)
+    assert circular.in_archive is True
+
+    fresh = type(client)(client.application, client.application.response_class)
+    sender = type(auth)(fresh, session)
+    sender.login("sender@example.org")
+    shown = fresh.get(page)
+    assert 'href="/circulars/1"' in shown.text and "Save archive settings" in shown.text
+    response = sender.post_form(page, url, {"topic": " Budget "})
+    assert response.status_code == 302
+    session.refresh(circular)
+    assert circular.in_archive is False and circular.topic == "Budget"
+    assert fresh.get("/circulars/1-sent-already").status_code == 404
+    assert numbers_on(fresh.get("/circulars").text) == []
+
+    response = sender.post_form(page, url, {"topic": "Budget", "in_archive": "y"})
+    session.refresh(circular)
+    assert circular.in_archive is True
+    assert fresh.get("/circulars/1-sent-already").status_code == 200
+    # A bad topic (a line break) changes nothing.
+    sender.post_form(page, url, {"topic": "Two\nlines", "in_archive": ""})
+    session.refresh(circular)
+    assert circular.in_archive is True and circular.topic == "Budget"

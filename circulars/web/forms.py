@@ -45,6 +45,13 @@ class CircularForm(FlaskForm):
     revision = HiddenField()
 
 
+class ArchiveSettingsForm(FlaskForm):
+    """A sent circular's place in the public archive, the one thing still editable."""
+
+    topic = StringField("Topic", validators=[Optional(), Length(max=100), single_line])
+    in_archive = BooleanField("Show in the public archive")
+
+
 class AttachmentForm(FlaskForm):
     file = FileField("Add an attachment", validators=[FileRequired("Choose a file to attach.")])
 

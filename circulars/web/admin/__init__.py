@@ -644,8 +644,9 @@ def outbox_clear() -> Any:
 
 # The admin's other pages: imports and exports, subscribers, list settings and the
 # subscribe form snippet, DNS records (DKIM, SPF, DMARC), bounces and complaints,
-# send control (pause, resume, cancel) and send reports.
+# send control (pause, resume, cancel), send reports, and a sent circular's archive settings.
 from . import (  # noqa: E402,F401
+    archive,
     bounces,
     dns,
     exports,
