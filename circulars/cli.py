@@ -250,8 +250,20 @@ def circulars_group() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
 )
 @click.option("--list", "slugs", multiple=True, help="A list to send to (repeat for several).")
+@click.option("--topic", default="", help="Its topic in the public archive (filter, related).")
+@click.option(
+    "--not-in-archive",
+    "kept_out",
+    is_flag=True,
+    help="Keep it out of the public archive and its feed once sent.",
+)
 def circulars_create(
-    title: str, body_file: Path, attachments: tuple[Path, ...], slugs: tuple[str, ...]
+    title: str,
+    body_file: Path,
+    attachments: tuple[Path, ...],
+    slugs: tuple[str, ...],
+    topic: str,
+    kept_out: bool,
 ) -> None:
     """Create a draft from a Markdown file and print its id."""
     from .mail.render import RenderError, check_single_line
@@ -264,6 +276,12 @@ def circulars_create(
         fail(str(exc))
     if not title.strip() or len(title) > 300:
         fail("the title must have 1 to 300 characters.")
+    try:
+        check_single_line(topic, "topic")
+    except RenderError as exc:
+        fail(str(exc))
+    if len(topic.strip()) > 100:
+        fail("the topic must have at most 100 characters.")
     try:
         body = body_file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -278,7 +296,12 @@ def circulars_create(
             except (UploadTooLarge, EmptyUpload) as exc:
                 fail(f"{path}: {exc}")
     session = _session()
-    circular = Circular(title=title.strip(), body_markdown=body)
+    circular = Circular(
+        title=title.strip(),
+        body_markdown=body,
+        topic=topic.strip() or None,
+        in_archive=not kept_out,
+    )
     circular.lists = lists
     circular.attachments = [
         Attachment(

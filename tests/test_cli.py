@@ -147,6 +147,7 @@ def test_circulars_create_with_attachments_and_refusals(runner, session, tmp_pat
     assert [a.filename for a in circular.attachments] == ["Résumé des débats.pdf"]
     assert [item.slug for item in circular.lists] == ["members"]
     assert circular.number is None
+    assert (circular.topic, circular.in_archive) == (None, True)
 
     result = runner.invoke(
         ["circulars", "create", "--title", "Line\r\nBcc: victim@example.org", "--body", str(body)]
@@ -193,3 +194,32 @@ def test_a_malformed_setting_stops_the_command_and_names_it(tmp_path):
     assert result.returncode == 2
     assert "SMTP_URL='http://mail.example.org' is not valid" in result.stderr
     assert not (tmp_path / "circulars.db").exists()
+
+
+def test_circulars_create_with_a_topic_and_kept_out_of_the_archive(runner, session, tmp_path):
+    body = tmp_path / "body.md"
+    body.write_text("Text.", encoding="utf-8")
+    result = runner.invoke(
+        [
+            "circulars",
+            "create",
+            "--title",
+            "Internal",
+            "--body",
+            str(body),
+            "--topic",
+            " Labour migration ",
+            "--not-in-archive",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    circular = session.get(Circular, int(result.output))
+    assert (circular.topic, circular.in_archive) == ("Labour migration", False)
+
+    before = session.scalar(select(func.count()).select_from(Circular))
+    for topic in ("x" * 101, "two\nlines"):
+        refused = runner.invoke(
+            ["circulars", "create", "--title", "T", "--body", str(body), "--topic", topic]
+        )
+        assert refused.exit_code != 0 and "topic" in refused.output
+    assert session.scalar(select(func.count()).select_from(Circular)) == before
