@@ -59,3 +59,44 @@ def choices(codes: Iterable[str] | None = None) -> list[tuple[str, str]]:
         for code, name in SUPPORTED_LANGUAGES.items()
         if wanted is None or code in wanted
     ]
+
+
+# The languages a circular may have a version in: the six UN languages first, then
+# others the network writes in. Code -> the language's own name (for pickers and the
+# archive's "this circular in" links). Wider than SUPPORTED_LANGUAGES: a circular
+# can be read in Chinese although the pages around it are not translated.
+CIRCULAR_LANGUAGES: dict[str, str] = {
+    "en": "English",
+    "ar": "العربية",
+    "zh": "中文",
+    "fr": "Français",
+    "es": "Español",
+    "ru": "Русский",
+    "pt": "Português",
+    "de": "Deutsch",
+    "it": "Italiano",
+    "sw": "Kiswahili",
+    "hi": "हिन्दी",
+    "bn": "বাংলা",
+    "id": "Bahasa Indonesia",
+    "tr": "Türkçe",
+    "fa": "فارسی",
+    "ur": "اردو",
+}
+
+
+def circular_language(code: str | None) -> str | None:
+    """The version language a code names (``" AR "`` -> ``"ar"``), or None if unknown.
+
+    Only exact codes from CIRCULAR_LANGUAGES: a version is written in a language,
+    not a region, so ``fr-CA`` is not a version code (its readers get ``fr``).
+    """
+    if not code:
+        return None
+    cleaned = code.strip().lower()
+    return cleaned if cleaned in CIRCULAR_LANGUAGES else None
+
+
+def circular_language_name(code: str) -> str:
+    """A version's language by its own name, or the code when it has none here."""
+    return CIRCULAR_LANGUAGES.get(code, code)

@@ -2,7 +2,15 @@
 
 from .base import Base, utcnow
 from .bounces import Bounce, BounceKind, BounceSource
-from .circulars import Attachment, Circular, CircularStatus, Counter, circular_lists
+from .circulars import (
+    Attachment,
+    Circular,
+    CircularStatus,
+    CircularTranslation,
+    Counter,
+    Version,
+    circular_lists,
+)
 from .consent import (
     ConsentAction,
     ConsentEvent,
@@ -13,6 +21,7 @@ from .consent import (
     SuppressionOverride,
     SuppressionReason,
 )
+from .endorsements import Endorsement, EndorsementStatus
 from .lists import (
     DeliveryMode,
     MailingList,
@@ -21,7 +30,7 @@ from .lists import (
     Subscription,
     SubscriptionStatus,
 )
-from .sends import Delivery, DeliveryStatus, Send, SendStatus, send_lists
+from .sends import Delivery, DeliveryStatus, Send, SendStatus, SendVersion, send_lists
 from .users import Role, User
 
 __all__ = [
@@ -34,16 +43,20 @@ __all__ = [
     "ConsentAction",
     "ConsentEvent",
     "CircularStatus",
+    "CircularTranslation",
     "Counter",
     "Delivery",
     "DeliveryMode",
     "DeliveryStatus",
+    "Endorsement",
+    "EndorsementStatus",
     "ImportJob",
     "ImportStatus",
     "MailingList",
     "Role",
     "Send",
     "SendStatus",
+    "SendVersion",
     "Subscriber",
     "SubscriberStatus",
     "Subscription",
@@ -53,6 +66,7 @@ __all__ = [
     "SuppressionOverride",
     "SuppressionReason",
     "User",
+    "Version",
     "circular_lists",
     "send_lists",
     "utcnow",

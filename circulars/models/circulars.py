@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, ForeignKey, String, Table, Text, true
+from sqlalchemy import Column, ForeignKey, String, Table, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, utcnow
@@ -43,6 +44,13 @@ class Circular(Base):
     topic: Mapped[str | None] = mapped_column(String(100), index=True)
     # Sent circulars appear in the public archive unless kept out.
     in_archive: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # The language of `title` and `body_markdown`: the version everyone gets whose
+    # language has no version of its own (see `translations` for the others).
+    default_language: Mapped[str] = mapped_column(String(16), default="en", server_default="en")
+    # Sign-on statement: open for endorsement until closed by hand or until closes_at.
+    endorsement_open: Mapped[bool] = mapped_column(default=False, server_default=false())
+    endorsement_opened_at: Mapped[datetime | None]
+    endorsement_closes_at: Mapped[datetime | None]
 
     lists: Mapped[list[MailingList]] = relationship(
         secondary=circular_lists, order_by="MailingList.name"
@@ -50,6 +58,12 @@ class Circular(Base):
     attachments: Mapped[list[Attachment]] = relationship(
         back_populates="circular",
         order_by="Attachment.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+    translations: Mapped[list[CircularTranslation]] = relationship(
+        back_populates="circular",
+        order_by="CircularTranslation.language",
         cascade="all, delete-orphan",
         passive_deletes=True,
     )
@@ -63,6 +77,56 @@ class Circular(Base):
         if self.number is None:
             return self.title
         return f"Circular No. {self.number}: {self.title}"
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages it exists in, the default first."""
+        return [self.default_language, *(item.language for item in self.translations)]
+
+    def versions(self) -> list[Version]:
+        """Every language version, the default first."""
+        return [
+            Version(self.default_language, self.title, self.body_markdown, is_default=True),
+            *(Version(item.language, item.title, item.body_markdown) for item in self.translations),
+        ]
+
+    def version(self, language: str | None) -> Version | None:
+        """The version in exactly that language, or None."""
+        for item in self.versions():
+            if item.language == language:
+                return item
+        return None
+
+    def attachments_for(self, language: str) -> list[Attachment]:
+        """What goes with one version: the shared attachments and that language's own."""
+        return [item for item in self.attachments if item.language in (None, language)]
+
+
+@dataclass(frozen=True)
+class Version:
+    """One language version of a circular, whether stored on it or as a translation."""
+
+    language: str
+    title: str
+    body_markdown: str
+    is_default: bool = False
+
+
+class CircularTranslation(Base):
+    """A circular in one more language: its own subject and body, the same number."""
+
+    __tablename__ = "circular_translations"
+    __table_args__ = (UniqueConstraint("circular_id", "language"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    circular_id: Mapped[int] = mapped_column(ForeignKey("circulars.id", ondelete="CASCADE"))
+    language: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(300))
+    body_markdown: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    circular: Mapped[Circular] = relationship(back_populates="translations")
 
 
 class Attachment(Base):
@@ -78,6 +142,8 @@ class Attachment(Base):
     size: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # None: goes with every language version; a code: only with that version.
+    language: Mapped[str | None] = mapped_column(String(16))
 
     circular: Mapped[Circular] = relationship(back_populates="attachments")
 

@@ -74,6 +74,24 @@ class Send(Base):
     lists: Mapped[list[MailingList]] = relationship(
         secondary=send_lists, order_by="MailingList.name"
     )
+    # The other language versions, rendered by the same start task (the default is above).
+    versions: Mapped[list[SendVersion]] = relationship(
+        order_by="SendVersion.language", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class SendVersion(Base):
+    """One more language version of a send, rendered once like the default one."""
+
+    __tablename__ = "send_versions"
+
+    send_id: Mapped[int] = mapped_column(
+        ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True
+    )
+    language: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(Text)
+    html_template: Mapped[str] = mapped_column(Text)
+    text_template: Mapped[str] = mapped_column(Text)
 
 
 class DeliveryStatus(StrEnum):
@@ -106,3 +124,5 @@ class Delivery(Base):
     sent_at: Mapped[datetime | None]
     # A batch claims its rows for a while; a batch on a killed worker lets go when it expires.
     claimed_until: Mapped[datetime | None]
+    # The language version this recipient was given (chosen at snapshot time).
+    language: Mapped[str | None] = mapped_column(String(16))
