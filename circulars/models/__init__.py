@@ -2,6 +2,7 @@
 
 from .base import Base, utcnow
 from .bounces import Bounce, BounceKind, BounceSource
+from .branding import BRANDING_ROW_ID, BrandingLogo, BrandingSettings
 from .circulars import (
     Attachment,
     Circular,
@@ -34,11 +35,14 @@ from .sends import Delivery, DeliveryStatus, Send, SendStatus, SendVersion, send
 from .users import Role, User
 
 __all__ = [
+    "BRANDING_ROW_ID",
     "Attachment",
     "Base",
     "Bounce",
     "BounceKind",
     "BounceSource",
+    "BrandingLogo",
+    "BrandingSettings",
     "Circular",
     "ConsentAction",
     "ConsentEvent",
