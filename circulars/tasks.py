@@ -27,6 +27,7 @@ SEND_WELCOME = "circulars.send_welcome"
 PURGE_UNCONFIRMED = "circulars.purge_unconfirmed"
 BULK_SUBSCRIBERS = "circulars.bulk_subscribers"
 POLL_BOUNCES = "circulars.poll_bounces"
+SEND_ENDORSEMENT_CONFIRMATION = "circulars.send_endorsement_confirmation"
 
 #: The periodic jobs, each with a stable id (the key), run by `celery beat`.
 SCHEDULE: dict[str, dict[str, Any]] = {
