@@ -22,6 +22,14 @@ from .consent import (
     SuppressionOverride,
     SuppressionReason,
 )
+from .digests import (
+    DigestDelivery,
+    DigestDeliveryStatus,
+    DigestFrequency,
+    DigestGroup,
+    DigestRun,
+    DigestRunStatus,
+)
 from .endorsements import Endorsement, EndorsementStatus
 from .lists import (
     DeliveryMode,
@@ -50,6 +58,12 @@ __all__ = [
     "CircularTranslation",
     "Counter",
     "Delivery",
+    "DigestDelivery",
+    "DigestDeliveryStatus",
+    "DigestFrequency",
+    "DigestGroup",
+    "DigestRun",
+    "DigestRunStatus",
     "DeliveryMode",
     "DeliveryStatus",
     "Endorsement",

@@ -23,6 +23,12 @@ class MailingList(Base):
     # Sent once, after a subscriber confirms; empty means no welcome mail.
     welcome_message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the digests go out, in the organisation's time zone (TIMEZONE): the weekly
+    # one on a weekday (0 = Monday) at an hour, the monthly one on a day (1-28) at an hour.
+    digest_weekday: Mapped[int] = mapped_column(default=0, server_default="0")
+    digest_weekly_hour: Mapped[int] = mapped_column(default=9, server_default="9")
+    digest_monthday: Mapped[int] = mapped_column(default=1, server_default="1")
+    digest_monthly_hour: Mapped[int] = mapped_column(default=9, server_default="9")
 
 
 class SubscriberStatus(StrEnum):
@@ -99,6 +105,9 @@ class Subscription(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
+    # Since when they take this list as a digest (weekly or monthly): their first digest
+    # starts here, so it does not hold the list's whole history. None: since confirmed.
+    digest_since: Mapped[datetime | None]
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
     mailing_list: Mapped[MailingList] = relationship()
