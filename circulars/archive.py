@@ -33,9 +33,14 @@ def slugify(title: str) -> str:
     return slug or "circular"
 
 
-def archive_path(number: int, title: str) -> str:
-    """The permanent path of a circular's page; the email's "view in browser" link uses it."""
-    return f"/circulars/{number}-{slugify(title)}"
+def archive_path(number: int, title: str, language: str | None = None) -> str:
+    """The permanent path of a circular's page; the email's "view in browser" link uses it.
+
+    `title` is the default version's (one slug for every version); a `language`
+    other than the default names that version's page: ``/circulars/27-slug/ar``.
+    """
+    path = f"/circulars/{number}-{slugify(title)}"
+    return f"{path}/{language}" if language else path
 
 
 def _is_published() -> ColumnElement[bool]:

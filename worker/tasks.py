@@ -73,9 +73,9 @@ def deliver_batch(self, send_id: int, first_id: int, last_id: int, held: int = 0
 
 
 @shared_task(name=SEND_TEST)
-def send_test(circular_id: int, address: str) -> None:
+def send_test(circular_id: int, address: str, language: str | None = None) -> None:
     try:
-        engine.send_test(db.session, circular_id, address, _context())
+        engine.send_test(db.session, circular_id, address, _context(), language)
     except DeliveryError as exc:
         # A test goes to a colleague: report it, do not retry for hours.
         log.warning("test send of circular %s to %s failed: %s", circular_id, address, exc.reply)

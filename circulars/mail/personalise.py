@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .wording import wording
+
 FIELDS = ("greeting", "name", "email", "list_name", "unsubscribe_url", "preferences_url")
 _MARKER = "%%CIRCULARS.{}%%"
 _PATTERN = re.compile(r"%%CIRCULARS\.(" + "|".join(FIELDS) + r")%%")
@@ -33,9 +35,11 @@ class RecipientFields:
     list_name: str
     unsubscribe_url: str
     preferences_url: str
+    # The language version the recipient gets: the greeting is in it.
+    language: str = "en"
 
     def values(self) -> dict[str, str]:
-        greeting = f"Dear {self.name}," if self.name else "Dear colleague,"
+        greeting = wording(self.language).greeting(self.name)
         return {
             "greeting": greeting,
             "name": self.name,

@@ -18,6 +18,7 @@ from ..config import PROJECT_ROOT
 from ..storage import format_size
 from .branding import Branding
 from .personalise import Markers
+from .wording import long_date, wording
 
 EMAIL_TEMPLATES = PROJECT_ROOT / "templates" / "email"
 RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "ps", "yi", "dv", "ckb"})
@@ -53,6 +54,8 @@ def email_environment(root: Path = EMAIL_TEMPLATES) -> Environment:
         keep_trailing_newline=False,
     )
     env.filters["filesize"] = format_size
+    # Any mail template can say its fixed phrases in its language: {{ wording(language).… }}.
+    env.globals["wording"] = wording
     return env
 
 
@@ -68,9 +71,10 @@ def markdown_to_html(source: str) -> str:
     return _markdown().render(source)
 
 
-def subject_for(number: int | None, title: str) -> str:
+def subject_for(number: int | None, title: str, language: str = "en") -> str:
+    """The subject (Circular No. 27: Title), the label in the version's language."""
     check_single_line(title, "title")
-    return f"Circular No. {number}: {title}" if number is not None else title
+    return wording(language).subject(number, title)
 
 
 def check_single_line(value: str, what: str) -> None:
@@ -109,7 +113,7 @@ def render_circular(
     base_url: str = "",
 ) -> RenderedCircular:
     """Everything that is the same for every recipient, with markers for the rest."""
-    subject = subject_for(number, title)
+    subject = subject_for(number, title, language)
     env = email_environment()
     context = {
         "subject": subject,
@@ -120,6 +124,8 @@ def render_circular(
         "attachments": attachments,
         "org": branding,
         "sent_on": sent_on,
+        "sent_on_text": long_date(sent_on, language),
+        "words": wording(language),
         "language": language,
         "direction": text_direction(language),
         "web_url": web_url,

@@ -19,9 +19,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from ..archive import archive_path
+from ..language_versions import version_column
 from ..mail.mime import (
     AttachmentData,
     Envelope,
@@ -34,7 +35,17 @@ from ..mail.personalise import RecipientFields
 from ..mail.relays import RelayLimited
 from ..mail.render import AttachmentInfo, RenderedCircular, RenderError, render_circular
 from ..mail.transport import ConnectionFailed, DeliveryError, accepting_after
-from ..models import Circular, Delivery, DeliveryStatus, Send, SendStatus, Subscriber, utcnow
+from ..models import (
+    Attachment,
+    Circular,
+    Delivery,
+    DeliveryStatus,
+    Send,
+    SendStatus,
+    SendVersion,
+    Subscriber,
+    utcnow,
+)
 from .context import SendContext
 from .control import SendWatch
 from .marks import marks_for
@@ -61,28 +72,61 @@ class BatchOutcome:
 
 
 def render_send(
-    circular: Circular, ctx: SendContext, number: int | None = None
+    circular: Circular, ctx: SendContext, number: int | None = None, language: str | None = None
 ) -> RenderedCircular:
-    """Render as sent; `number` stands in for a draft's future number in previews.
+    """Render one language version as sent (the default one when `language` is None or
+    not one of its versions); `number` stands in for a draft's future number in previews.
 
-    The "view in browser" link points at the public archive page, so a circular
-    kept out of the archive (or without a number yet: a test send) has none.
+    The "view in browser" link points at the version's public archive page, so a
+    circular kept out of the archive (or without a number yet: a test send) has none.
     """
+    version = circular.version(language) or circular.versions()[0]
     shown_number = circular.number if circular.number is not None else number
     web_url = None
     if shown_number is not None and circular.in_archive is not False:
-        web_url = ctx.base_url.rstrip("/") + archive_path(shown_number, circular.title)
+        web_url = ctx.base_url.rstrip("/") + archive_path(
+            shown_number, circular.title, None if version.is_default else version.language
+        )
     return render_circular(
         number=shown_number,
-        title=circular.title,
-        body_markdown=circular.body_markdown,
-        attachments=[AttachmentInfo(a.filename, a.size) for a in circular.attachments],
-        branding=ctx.branding,
+        title=version.title,
+        body_markdown=version.body_markdown,
+        attachments=[
+            AttachmentInfo(a.filename, a.size) for a in circular.attachments_for(version.language)
+        ],
+        # Read at each render: a change saved on the branding page applies from the next send.
+        branding=ctx.current_branding(object_session(circular)),
         # The date the organisation's readers see is the date where the organisation is.
         sent_on=(circular.first_sent_at or utcnow()).astimezone(ZoneInfo(ctx.timezone)).date(),
+        language=version.language,
         base_url=ctx.base_url,
         web_url=web_url,
     )
+
+
+def _render_versions(send: Send, ctx: SendContext) -> None:
+    """Every language version once: the default on the Send row, the others beside it."""
+    circular = send.circular
+    for version in circular.versions():
+        try:
+            rendered = render_send(circular, ctx, language=version.language)
+        except RenderError as exc:
+            raise RenderError(f"{exc} ({version.language} version)") from exc
+        if version.is_default:
+            send.subject, send.html_template, send.text_template = (
+                rendered.subject,
+                rendered.html,
+                rendered.text,
+            )
+        else:
+            send.versions.append(
+                SendVersion(
+                    language=version.language,
+                    subject=rendered.subject,
+                    html_template=rendered.html,
+                    text_template=rendered.text,
+                )
+            )
 
 
 def start_send(session: Session, send_id: int, ctx: SendContext) -> list[tuple[int, int]]:
@@ -102,25 +146,42 @@ def start_send(session: Session, send_id: int, ctx: SendContext) -> list[tuple[i
         return []
     if claimed:
         try:
-            rendered = render_send(send.circular, ctx)
+            _render_versions(send, ctx)
         except RenderError as exc:
+            send.versions.clear()
             send.status = SendStatus.FAILED
             send.error = str(exc)
             send.finished_at = utcnow()
             session.commit()
             return []
-        send.subject, send.html_template, send.text_template = (
-            rendered.subject,
-            rendered.html,
-            rendered.text,
-        )
         list_ids = [item.id for item in send.lists]
-        snapshot = recipients_query(send.circular_id, list_ids).order_by(Subscriber.id)
+        circular = send.circular
+        # Each recipient's version is chosen here, in the one INSERT ... SELECT.
+        language = version_column(
+            Subscriber.language, circular.languages, circular.default_language
+        )
+        snapshot = (
+            recipients_query(send.circular_id, list_ids)
+            .group_by(Subscriber.language)
+            .order_by(Subscriber.id)
+        )
         session.execute(
             insert(Delivery).from_select(
-                ["subscriber_id", "list_id", "email", "name", "send_id", "status", "attempts"],
+                [
+                    "subscriber_id",
+                    "list_id",
+                    "email",
+                    "name",
+                    "send_id",
+                    "status",
+                    "attempts",
+                    "language",
+                ],
                 snapshot.add_columns(
-                    literal(send.id), literal(DeliveryStatus.PENDING.value), literal(0)
+                    literal(send.id),
+                    literal(DeliveryStatus.PENDING.value),
+                    literal(0),
+                    language,
                 ),
             )
         )
@@ -160,38 +221,52 @@ def pending_ranges(session: Session, send_id: int, size: int) -> Iterator[tuple[
     session.commit()
 
 
-# Keyed by id and start time: SQLite may hand a deleted send's id to a new one.
-_prepared: OrderedDict[tuple[int, object], PreparedMessage] = OrderedDict()
+# Keyed by id, start time and language: SQLite may hand a deleted send's id to a new one.
+_prepared: OrderedDict[tuple[int, object, str | None], PreparedMessage] = OrderedDict()
 
 
-def prepared_message(session: Session, send: Send, ctx: SendContext) -> PreparedMessage:
-    """Encode the shared parts once per send in this process (attachments included)."""
-    key = (send.id, send.started_at)
+def prepared_message(
+    session: Session, send: Send, ctx: SendContext, language: str | None = None
+) -> PreparedMessage:
+    """Encode the shared parts once per send and language in this process (attachments too).
+
+    `language` is a delivery's version; None (deliveries from before versions
+    existed) and the default language take the rendering on the Send row.
+    """
+    key = (send.id, send.started_at, language)
     cached = _prepared.get(key)
     if cached is not None:
         _prepared.move_to_end(key)
         return cached
     circular = send.circular
-    assert (
-        send.subject is not None
-        and send.html_template is not None
-        and send.text_template is not None
-    )
+    subject, html_template, text_template = send.subject, send.html_template, send.text_template
+    attachments: list[Attachment] = circular.attachments
+    if language is not None:
+        attachments = circular.attachments_for(language)
+        version = session.get(SendVersion, (send.id, language))
+        if version is not None:
+            subject, html_template, text_template = (
+                version.subject,
+                version.html_template,
+                version.text_template,
+            )
+    assert subject is not None and html_template is not None and text_template is not None
     prepared = prepare_message(
-        from_name=ctx.branding.name,
+        from_name=ctx.current_branding(session).name,
         from_address=ctx.mail_from,
-        subject=send.subject,
-        html_template=send.html_template,
-        text_template=send.text_template,
+        subject=subject,
+        html_template=html_template,
+        text_template=text_template,
         attachments=[
             AttachmentData(a.filename, a.content_type, ctx.files.read(a.sha256))
-            for a in circular.attachments
+            for a in attachments
         ],
         list_names={item.id: (item.slug, item.name) for item in send.lists},
         domain=ctx.domain,
     )
     _prepared[key] = prepared
-    while len(_prepared) > 4:
+    # Room for a few sends in every version a circular may have.
+    while len(_prepared) > 32:
         _prepared.popitem(last=False)
     return prepared
 
@@ -206,6 +281,7 @@ def envelope_for(
     list_name: str,
     name: str,
     email: str,
+    language: str = "en",
 ) -> Envelope:
     unsubscribe_url = ctx.links.unsubscribe(subscriber_id, list_id)
     fields = RecipientFields(
@@ -214,6 +290,7 @@ def envelope_for(
         list_name=list_name,
         unsubscribe_url=unsubscribe_url,
         preferences_url=ctx.links.preferences(subscriber_id),
+        language=language,
     )
     return Envelope(
         to_name=name,
@@ -226,26 +303,36 @@ def envelope_for(
     )
 
 
-def send_test(session: Session, circular_id: int, address: str, ctx: SendContext) -> None:
+def send_test(
+    session: Session,
+    circular_id: int,
+    address: str,
+    ctx: SendContext,
+    language: str | None = None,
+) -> None:
     """Send the circular as it stands to one address, marked as a test; raises DeliveryError.
 
+    `language` picks the version (default: the circular's default language).
     Its links are those of a subscriber that does not exist (id 0), so following
     them shows a page that explains this was a test and changes nothing.
     """
     circular = session.get(Circular, circular_id)
     if circular is None:
         raise RenderError("This circular does not exist.")
-    rendered = render_send(circular, ctx)
+    version = circular.version(language) or circular.versions()[0]
+    rendered = render_send(circular, ctx, language=version.language)
+    attachments = circular.attachments_for(version.language)
+    from_name = ctx.current_branding(session).name
     session.commit()
     prepared = prepare_message(
-        from_name=ctx.branding.name,
+        from_name=from_name,
         from_address=ctx.mail_from,
         subject=f"[Test] {rendered.subject}",
         html_template=rendered.html,
         text_template=rendered.text,
         attachments=[
             AttachmentData(a.filename, a.content_type, ctx.files.read(a.sha256))
-            for a in circular.attachments
+            for a in attachments
         ],
         list_names={0: ("test", "Test sends")},
         domain=ctx.domain,
@@ -259,6 +346,7 @@ def send_test(session: Session, circular_id: int, address: str, ctx: SendContext
         list_name="a test send (no list)",
         name="",
         email=address,
+        language=version.language,
     )
     connection = ctx.messenger.connect()
     try:
@@ -276,7 +364,16 @@ def deliver_batch(
         session.rollback()
         outcome.skipped["send-not-running"] = 1
         return outcome
-    prepared = prepared_message(session, send, ctx)
+    default_language = send.circular.default_language
+    # One prepared message per language version met in this batch, looked up per row.
+    by_language: dict[str | None, PreparedMessage] = {}
+
+    def prepared_for(language: str | None) -> PreparedMessage:
+        found = by_language.get(language)
+        if found is None:
+            found = by_language[language] = prepared_message(session, send, ctx, language)
+        return found
+
     list_names = {item.id: item.name for item in send.lists}
     now = utcnow()
     rows = list(
@@ -296,6 +393,7 @@ def deliver_batch(
                 Delivery.email,
                 Delivery.name,
                 Delivery.attempts,
+                Delivery.language,
             )
         )
     )
@@ -374,6 +472,7 @@ def deliver_batch(
                 )
                 outcome.failed += 1
                 continue
+            prepared = prepared_for(row.language)
             message = build_message(
                 prepared,
                 envelope_for(
@@ -385,6 +484,7 @@ def deliver_batch(
                     list_name=list_names.get(row.list_id, ""),
                     name=row.name,
                     email=row.email,
+                    language=row.language or default_language,
                 ),
             )
             try:
