@@ -644,11 +644,13 @@ def outbox_clear() -> Any:
 
 # The admin's other pages: imports and exports, subscribers, list settings and the
 # subscribe form snippet, DNS records (DKIM, SPF, DMARC), bounces and complaints,
-# send control (pause, resume, cancel), send reports, and a sent circular's archive settings.
+# send control (pause, resume, cancel), send reports, a sent circular's archive settings,
+# and sign-on statements (endorsements).
 from . import (  # noqa: E402,F401
     archive,
     bounces,
     dns,
+    endorsements,
     exports,
     imports,
     list_settings,

@@ -148,5 +148,5 @@ def _unsubscribed_page(
     )
 
 
-# The preference centre; the subscribe page, embed form and confirmation.
-from . import archive, preferences, subscribe  # noqa: E402,F401
+# The preference centre; the subscribe page, embed form and confirmation; sign-on statements.
+from . import archive, endorse, preferences, subscribe  # noqa: E402,F401
