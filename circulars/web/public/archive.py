@@ -25,14 +25,25 @@ from ...archive import (
 )
 from ...atom import ATOM_TYPE, build_feed
 from ...extensions import db
+from ...languages import circular_language_name, direction
 from ...mail.render import markdown_to_html
+from ...mail.wording import wording
 from ...models import Attachment, Circular
 from ..helpers import files, settings
+from ..i18n import use_subscriber_language
 from . import bp
 
 
-def _page_url(circular: Circular) -> str:
-    return url_for("public.circular_page", number=circular.number, slug=slugify(circular.title))
+def _page_url(circular: Circular, language: str | None = None) -> str:
+    """A version's page: the default version at /circulars/27-slug, others at .../27-slug/ar."""
+    if language is None or language == circular.default_language:
+        return url_for("public.circular_page", number=circular.number, slug=slugify(circular.title))
+    return url_for(
+        "public.circular_page",
+        number=circular.number,
+        slug=slugify(circular.title),
+        language=language,
+    )
 
 
 def _published_or_404(number: int) -> Circular:
@@ -80,16 +91,38 @@ def circular_by_number(number: int) -> Any:
     return redirect(_page_url(circular), code=301)
 
 
-@bp.get("/circulars/<int:number>-<slug>")
-def circular_page(number: int, slug: str) -> Any:
+@bp.get("/circulars/<int:number>/<language>")
+def circular_version_by_number(number: int, language: str) -> Any:
     circular = _published_or_404(number)
-    if slug != slugify(circular.title):
-        return redirect(_page_url(circular), code=301)
+    if circular.version(language) is None:
+        abort(404)
+    return redirect(_page_url(circular, language), code=301)
+
+
+@bp.get("/circulars/<int:number>-<slug>")
+@bp.get("/circulars/<int:number>-<slug>/<language>")
+def circular_page(number: int, slug: str, language: str | None = None) -> Any:
+    """One language version of a circular; the default one has the path without a language."""
+    circular = _published_or_404(number)
+    version = circular.version(language or circular.default_language)
+    if version is None:
+        abort(404)
+    if slug != slugify(circular.title) or (language is not None and version.is_default):
+        return redirect(_page_url(circular, language), code=301)
+    # A reader who has not chosen a language for the pages gets them in the version's,
+    # when the pages speak it (Arabic: the whole page right to left).
+    use_subscriber_language(version.language)
     previous, following = neighbours(db.session, circular)
     return render_template(
         "public/circular.html",
         circular=circular,
-        body_html=markdown_to_html(circular.body_markdown),
+        version=version,
+        versions=circular.versions(),
+        attachments=circular.attachments_for(version.language),
+        heading=wording(version.language).subject(circular.number, version.title),
+        language_name=circular_language_name,
+        direction=direction,
+        body_html=markdown_to_html(version.body_markdown),
         sent_on=_sent_on,
         previous=previous,
         following=following,
