@@ -58,6 +58,22 @@ class AttachmentForm(FlaskForm):
 
 class TestSendForm(FlaskForm):
     address = EmailField("Send a test to", validators=[DataRequired(), Email(), Length(max=320)])
+    # A language version of the circular (checked by the view); empty: the default one.
+    language = StringField("Version", validators=[Optional(), Length(max=16)])
+
+
+class VersionForm(FlaskForm):
+    """A circular's version in one more language (the language is fixed once added)."""
+
+    language = StringField("Language", validators=[Optional(), Length(max=16)])
+    title = StringField("Title", validators=[DataRequired(), Length(max=300), single_line])
+    body = TextAreaField("Body (Markdown)", validators=[Length(max=500_000)])
+
+
+class LanguageChoiceForm(FlaskForm):
+    """A circular's default language, or the version an attachment goes with (empty: all)."""
+
+    language = StringField("Language", validators=[Optional(), Length(max=16)])
 
 
 class SendForm(FlaskForm):

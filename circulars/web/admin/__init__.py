@@ -254,9 +254,12 @@ def download_attachment(attachment_id: int) -> Any:
     )
 
 
-def _preview(circular: Circular) -> tuple[str, str, str]:
-    """The circular as a recipient will see it, with the signed-in user as the sample."""
-    rendered = render_send(circular, _send_context(), number=peek_next_number(db.session))
+def _preview(circular: Circular, language: str | None = None) -> tuple[str, str, str]:
+    """One version as a recipient will see it, with the signed-in user as the sample."""
+    version = circular.version(language) or circular.versions()[0]
+    rendered = render_send(
+        circular, _send_context(), number=peek_next_number(db.session), language=version.language
+    )
     first_list = circular.lists[0].name if circular.lists else "your list"
     fields = RecipientFields(
         name="Ana Sample",
@@ -264,6 +267,7 @@ def _preview(circular: Circular) -> tuple[str, str, str]:
         list_name=first_list,
         unsubscribe_url="#unsubscribe",
         preferences_url="#preferences",
+        language=version.language,
     ).values()
     return (
         rendered.subject,
@@ -275,8 +279,11 @@ def _preview(circular: Circular) -> tuple[str, str, str]:
 @bp.get("/circulars/<int:circular_id>/preview")
 def preview(circular_id: int) -> Any:
     circular = _circular_or_404(circular_id)
+    language = request.args.get("lang")
+    if language is not None and circular.version(language) is None:
+        abort(404)
     try:
-        subject, html, text = _preview(circular)
+        subject, html, text = _preview(circular, language)
     except RenderError as exc:
         flash(f"Cannot preview: {exc}", "error")
         return redirect(url_for("admin.edit_circular", circular_id=circular_id))
@@ -288,13 +295,14 @@ def preview(circular_id: int) -> Any:
         text=text,
         html_size=size,
         test_form=TestSendForm(address=current_user.email),
+        version=circular.version(language) or circular.versions()[0],
     )
 
 
 @bp.get("/circulars/<int:circular_id>/preview/email.html")
 def preview_email(circular_id: int) -> Any:
     circular = _circular_or_404(circular_id)
-    _subject, html, _text = _preview(circular)
+    _subject, html, _text = _preview(circular, request.args.get("lang"))
     response = Response(html, mimetype="text/html")
     # The email is shown as-is inside the preview frame; it may not run scripts or submit forms.
     response.headers["Content-Security-Policy"] = "sandbox allow-popups; frame-ancestors 'self'"
@@ -305,13 +313,16 @@ def preview_email(circular_id: int) -> Any:
 def test_send(circular_id: int) -> Any:
     circular = _circular_or_404(circular_id)
     form = TestSendForm()
-    if form.validate_on_submit():
+    language = form.language.data or None
+    if form.validate_on_submit() and language is not None and circular.version(language) is None:
+        flash(f"Test not sent: this circular has no version in {language!r}.", "error")
+    elif form.validate_on_submit():
         try:
-            render_send(circular, _send_context())
+            render_send(circular, _send_context(), language=language)
         except RenderError as exc:
             flash(f"Not sent: {exc}", "error")
         else:
-            enqueue(SEND_TEST, circular.id, form.address.data)
+            enqueue(SEND_TEST, circular.id, form.address.data, language)
             flash(f"A test is on its way to {form.address.data}.", "success")
         db.session.rollback()
     else:
@@ -645,10 +656,11 @@ def outbox_clear() -> Any:
 # The admin's other pages: imports and exports, subscribers, list settings and the
 # subscribe form snippet, DNS records (DKIM, SPF, DMARC), bounces and complaints,
 # send control (pause, resume, cancel), send reports, a sent circular's archive settings,
-# and sign-on statements (endorsements).
+# sign-on statements (endorsements), and the organisation's branding.
 from . import (  # noqa: E402,F401
     archive,
     bounces,
+    branding,
     dns,
     endorsements,
     exports,
@@ -658,4 +670,5 @@ from . import (  # noqa: E402,F401
     send_control,
     subscribers,
     suppressions,
+    versions,
 )
