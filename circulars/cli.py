@@ -257,6 +257,12 @@ def circulars_group() -> None:
     is_flag=True,
     help="Keep it out of the public archive and its feed once sent.",
 )
+@click.option(
+    "--language",
+    default="en",
+    show_default=True,
+    help="The language of --title and --body: the default version (see `circulars translate`).",
+)
 def circulars_create(
     title: str,
     body_file: Path,
@@ -264,11 +270,18 @@ def circulars_create(
     slugs: tuple[str, ...],
     topic: str,
     kept_out: bool,
+    language: str,
 ) -> None:
     """Create a draft from a Markdown file and print its id."""
+    from .language_versions import TranslationRefused, checked_language
     from .mail.render import RenderError, check_single_line
     from .models import Attachment, Circular
     from .storage import EmptyUpload, UploadTooLarge
+
+    try:
+        default_language = checked_language(language)
+    except TranslationRefused as exc:
+        fail(str(exc))
 
     try:
         check_single_line(title, "title")
@@ -301,6 +314,7 @@ def circulars_create(
         body_markdown=body,
         topic=topic.strip() or None,
         in_archive=not kept_out,
+        default_language=default_language,
     )
     circular.lists = lists
     circular.attachments = [
@@ -315,6 +329,76 @@ def circulars_create(
     session.add(circular)
     session.commit()
     click.echo(circular.id)
+
+
+@circulars_group.command("translate")
+@click.argument("circular_id", type=int)
+@click.option("--language", required=True, help="The version's language code, such as ar or zh.")
+@click.option("--title", required=True)
+@click.option(
+    "--body",
+    "body_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--attach",
+    "attachments",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file that goes with this version only (repeat for several).",
+)
+@click.option("--replace", is_flag=True, help="Replace the version if the draft has it already.")
+def circulars_translate(
+    circular_id: int,
+    language: str,
+    title: str,
+    body_file: Path,
+    attachments: tuple[Path, ...],
+    replace: bool,
+) -> None:
+    """Add a language version (its own title and body) to draft ID."""
+    from .language_versions import TranslationRefused, add_version, checked_title, update_version
+    from .models import Attachment, Circular
+    from .storage import EmptyUpload, UploadTooLarge
+
+    session = _session()
+    circular = session.get(Circular, circular_id)
+    if circular is None:
+        fail(f"no circular with id {circular_id}.")
+    try:
+        body = body_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        fail(f"{body_file} is not UTF-8 text.")
+    try:
+        checked_title(title)
+        if replace and circular.version(language.strip().lower()) is not None:
+            update_version(session, circular, language, title, body)
+        else:
+            add_version(session, circular, language, title, body)
+    except TranslationRefused as exc:
+        session.rollback()
+        fail(str(exc))
+    code = language.strip().lower()
+    store = current_app.extensions["circulars.files"]
+    for path in attachments:
+        with path.open("rb") as handle:
+            try:
+                item = store.save(handle, path.name)
+            except (UploadTooLarge, EmptyUpload) as exc:
+                session.rollback()
+                fail(f"{path}: {exc}")
+        circular.attachments.append(
+            Attachment(
+                filename=item.filename,
+                content_type=item.content_type,
+                size=item.size,
+                sha256=item.sha256,
+                language=code,
+            )
+        )
+    session.commit()
+    click.echo(f"{circular_id} {code}")
 
 
 # --- send -------------------------------------------------------------------------------
