@@ -13,6 +13,7 @@ app = flask_app.extensions["celery"]
 # (confirmation, welcome, purge) and large bulk actions on subscribers.
 from . import (  # noqa: E402,F401
     bounce_tasks,
+    digest_tasks,
     endorsement_tasks,
     import_tasks,
     subscribe_tasks,

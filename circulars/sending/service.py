@@ -93,6 +93,22 @@ def count_recipients(session: Session, circular_id: int, list_ids: Sequence[int]
     return int(session.scalar(select(func.count()).select_from(subquery)) or 0)
 
 
+def has_digest_readers(session: Session, list_ids: Sequence[int]) -> bool:
+    """Someone takes one of the lists as a weekly or monthly digest: a send then reaches them
+    through their next digest, even when no one gets it as a mail now."""
+    return bool(
+        session.scalar(
+            select(Subscription.id)
+            .where(
+                Subscription.list_id.in_(list_ids),
+                Subscription.status == SubscriptionStatus.CONFIRMED,
+                Subscription.delivery != DeliveryMode.EVERY,
+            )
+            .limit(1)
+        )
+    )
+
+
 def lists_by_slug(session: Session, slugs: Sequence[str]) -> list[MailingList]:
     found = {
         row.slug: row
@@ -134,7 +150,9 @@ def create_send(
         raise SendRefused("One of the chosen lists no longer exists.")
     if not circular.title.strip():
         raise SendRefused("The circular needs a title before it can be sent.")
-    if count_recipients(session, circular_id, list_ids) == 0:
+    if count_recipients(session, circular_id, list_ids) == 0 and not has_digest_readers(
+        session, list_ids
+    ):
         raise SendRefused(
             "No one would receive it: the chosen lists have no confirmed subscribers "
             "who have not already received this circular."

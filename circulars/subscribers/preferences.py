@@ -210,6 +210,7 @@ def join_list(
                         status=SubscriptionStatus.CONFIRMED,
                         delivery=delivery,
                         confirmed_at=now,
+                        digest_since=None if delivery == DeliveryMode.EVERY else now,
                     )
                 )
         except IntegrityError:
@@ -219,6 +220,7 @@ def join_list(
         existing.confirmed_at = now
         existing.unsubscribed_at = None
         existing.delivery = delivery
+        existing.digest_since = None if delivery == DeliveryMode.EVERY else now
         existing.updated_at = now
     notes.append(f"delivery {delivery.value}")
     _record(
@@ -263,6 +265,12 @@ def set_delivery(
     before = subscription.delivery
     subscription.delivery = mode
     subscription.updated_at = utcnow()
+    # A first digest starts from the switch, not from the list's history. Weekly to
+    # monthly (or back) keeps the start: their next digest follows on from the last one.
+    if mode == DeliveryMode.EVERY:
+        subscription.digest_since = None
+    elif before == DeliveryMode.EVERY:
+        subscription.digest_since = subscription.updated_at
     _record(
         session,
         subscriber,

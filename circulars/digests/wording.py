@@ -1,0 +1,98 @@
+"""The digest's own words in the languages its readers take circulars in.
+
+Kept here rather than in the web's gettext catalogues: the digest is rendered
+by the worker, outside any request, and its handful of phrases should not
+depend on the public pages' catalogue. A language missing here reads English;
+the circulars inside still come in the reader's language where they have it.
+Placeholders are str.format names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..languages import DEFAULT_LANGUAGE, base_language
+
+_EN: dict[str, str] = {
+    "subject.weekly": "{list}: weekly digest, {date} ({count})",
+    "subject.monthly": "{list}: monthly digest, {date} ({count})",
+    "count.one": "1 circular",
+    "count.many": "{n} circulars",
+    "kicker.weekly": "Weekly digest · {list}",
+    "kicker.monthly": "Monthly digest · {list}",
+    "intro": "Here are the circulars sent to {list} since your last digest.",
+    "number": "Circular No. {number}",
+    "read": "Read the full circular",
+    "attachments": "Attachments",
+    "not_public": "This circular is not in the public archive; the link is for you and expires.",
+    "why": (
+        "You receive this digest instead of each circular. You can change that in your preferences."
+    ),
+}
+
+_WORDS: dict[str, dict[str, str]] = {
+    "en": _EN,
+    "fr": {
+        "subject.weekly": "{list} : résumé hebdomadaire du {date} ({count})",
+        "subject.monthly": "{list} : résumé mensuel du {date} ({count})",
+        "count.one": "1 circulaire",
+        "count.many": "{n} circulaires",
+        "kicker.weekly": "Résumé hebdomadaire · {list}",
+        "kicker.monthly": "Résumé mensuel · {list}",
+        "intro": "Voici les circulaires envoyées à {list} depuis votre dernier résumé.",
+        "number": "Circulaire n° {number}",
+        "read": "Lire la circulaire complète",
+        "attachments": "Pièces jointes",
+        "not_public": (
+            "Cette circulaire n'est pas dans les archives publiques ; "
+            "le lien vous est réservé et expire."
+        ),
+        "why": (
+            "Vous recevez ce résumé au lieu de chaque circulaire. "
+            "Vous pouvez changer cela dans vos préférences."
+        ),
+    },
+    "es": {
+        "subject.weekly": "{list}: resumen semanal, {date} ({count})",
+        "subject.monthly": "{list}: resumen mensual, {date} ({count})",
+        "count.one": "1 circular",
+        "count.many": "{n} circulares",
+        "kicker.weekly": "Resumen semanal · {list}",
+        "kicker.monthly": "Resumen mensual · {list}",
+        "intro": "Estas son las circulares enviadas a {list} desde su último resumen.",
+        "number": "Circular n.º {number}",
+        "read": "Leer la circular completa",
+        "attachments": "Archivos adjuntos",
+        "not_public": (
+            "Esta circular no está en el archivo público; el enlace es solo para usted y caduca."
+        ),
+        "why": (
+            "Recibe este resumen en lugar de cada circular. Puede cambiarlo en sus preferencias."
+        ),
+    },
+    "ar": {
+        "subject.weekly": "{list}: الموجز الأسبوعي، {date} ({count})",
+        "subject.monthly": "{list}: الموجز الشهري، {date} ({count})",
+        "count.one": "تعميم واحد",
+        "count.many": "{n} تعاميم",
+        "kicker.weekly": "الموجز الأسبوعي · {list}",
+        "kicker.monthly": "الموجز الشهري · {list}",
+        "intro": "فيما يلي التعاميم المرسلة إلى {list} منذ آخر موجز وصلك.",
+        "number": "التعميم رقم {number}",
+        "read": "اقرأ التعميم كاملاً",
+        "attachments": "المرفقات",
+        "not_public": "هذا التعميم ليس في الأرشيف العام؛ الرابط خاص بك وتنتهي صلاحيته.",
+        "why": "تتلقى هذا الموجز بدلاً من كل تعميم على حدة، ويمكنك تغيير ذلك من تفضيلاتك.",
+    },
+}
+
+
+def words(language: str) -> Mapping[str, str]:
+    """The phrases for a language, English for any phrase or language not written here."""
+    own = _WORDS.get(base_language(language), {})
+    return {**_WORDS[DEFAULT_LANGUAGE], **own}
+
+
+def count_phrase(language: str, count: int) -> str:
+    table = words(language)
+    return table["count.one"] if count == 1 else table["count.many"].format(n=count)

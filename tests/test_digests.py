@@ -1,0 +1,496 @@
+"""Partner digests on each stack: who gets which digest with which circulars over simulated
+weeks, never empty, never twice (beat firing twice, a worker dying half-way), the real
+worker and SMTP server, the admin pages and `circulars digests`.
+
+The clock is injected: digests are run with `now=` and the few things that read the time
+themselves (joining, changing frequency, a send's start) are dated to the simulated moment.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from circulars.digests import runs
+from circulars.digests.render import summary_of
+from circulars.digests.schedule import Schedule, due_moment, following, latest_at_or_before
+from circulars.models import (
+    Attachment,
+    Circular,
+    CircularTranslation,
+    DigestDelivery,
+    DigestDeliveryStatus,
+    DigestGroup,
+    DigestRun,
+    DigestRunStatus,
+    MailingList,
+    Send,
+    Subscription,
+)
+from circulars.sending import engine
+from circulars.sending.service import create_send
+from circulars.subscribers import preferences as prefs
+from circulars.subscribers.service import add_to_list
+from circulars.subscribers.suppression import suppress
+
+ORIGIN = prefs.Origin(source="test")
+
+
+def at(day: int, hour: int = 9, minute: int = 0, month: int = 11) -> datetime:
+    """A moment of November (or `month`) 2026, UTC: 2 November 2026 is a Monday."""
+    return datetime(2026, month, day, hour, minute, tzinfo=UTC)
+
+
+@pytest.fixture
+def ctx(app):
+    return app.extensions["circulars.send_context"]
+
+
+class World:
+    """A list with digest readers, circulars sent at simulated times, the mail that arrived."""
+
+    def __init__(self, app, session: Session, ctx, smtp, monkeypatch) -> None:
+        self.app, self.session, self.ctx, self.smtp = app, session, ctx, smtp
+        self.now = at(1, 12)
+        # Joining and changing frequency read the clock: they read ours.
+        monkeypatch.setattr(prefs, "utcnow", lambda: self.now)
+        self.partners = MailingList(slug="partners", name="Partner organisations")
+        self.members = MailingList(slug="members", name="Members")
+        session.add_all([self.partners, self.members])
+        session.commit()
+        self.seen = 0
+
+    def join(self, mailing_list, email, *, language="en", delivery="every"):
+        subscriber, _ = add_to_list(self.session, mailing_list, email, language=language)
+        self.session.flush()
+        self.session.execute(
+            update(Subscription)
+            .where(
+                Subscription.subscriber_id == subscriber.id,
+                Subscription.list_id == mailing_list.id,
+            )
+            .values(confirmed_at=self.now, created_at=self.now)
+        )
+        if delivery != "every":
+            prefs.set_delivery(self.session, subscriber, mailing_list.id, delivery, origin=ORIGIN)
+        self.session.commit()
+        return subscriber
+
+    def frequency(self, subscriber, mailing_list, delivery):
+        changed = prefs.set_delivery(
+            self.session, subscriber, mailing_list.id, delivery, origin=ORIGIN
+        )
+        assert changed
+        self.session.commit()
+
+    def send(self, title, lists, *, translations=(), body=None, in_archive=True, files=()):
+        """A circular sent for real (every-circular readers get it now), dated `now`."""
+        circular = Circular(
+            title=title,
+            body_markdown=body or f"First paragraph of {title}.\n\nSecond paragraph.",
+            in_archive=in_archive,
+        )
+        self.session.add(circular)
+        self.session.flush()
+        for language, translated in translations:
+            self.session.add(
+                CircularTranslation(
+                    circular_id=circular.id,
+                    language=language,
+                    title=translated,
+                    body_markdown=f"Premier paragraphe ({language}) de {translated}.",
+                )
+            )
+        for name, data in files:
+            stored = self.app.extensions["circulars.files"].save(
+                io.BytesIO(data), name, "application/pdf"
+            )
+            self.session.add(
+                Attachment(
+                    circular_id=circular.id,
+                    filename=stored.filename,
+                    content_type=stored.content_type,
+                    size=stored.size,
+                    sha256=stored.sha256,
+                )
+            )
+        self.session.commit()
+        send = create_send(self.session, circular.id, [item.id for item in lists])
+        self.session.commit()
+        for first, last in engine.start_send(self.session, send.id, self.ctx):
+            engine.deliver_batch(self.session, send.id, first, last, self.ctx)
+        self.session.execute(update(Send).where(Send.id == send.id).values(started_at=self.now))
+        self.session.execute(
+            update(Circular).where(Circular.id == circular.id).values(first_sent_at=self.now)
+        )
+        self.session.commit()
+        return self.session.get(Circular, circular.id)
+
+    def tick(self, moment):
+        """Beat's tick at `moment`: the due digests, run in this process."""
+        self.now = moment
+        return runs.run_due(self.session, self.ctx, now=moment)
+
+    def new_digests(self):
+        """The digests that arrived since the last call: {address: (subject, [numbers])}."""
+        messages = self.smtp.messages()
+        fresh, self.seen = messages[self.seen :], len(messages)
+        got: dict[str, tuple[str, list[int]]] = {}
+        for item in fresh:
+            if "-bounces+d" not in item.mail_from:
+                continue  # a circular, not a digest
+            message = item.message
+            address = item.rcpt_tos[0]
+            assert address not in got, f"two digests for {address} in one tick"
+            text = message.get_body(("plain",)).get_content()
+            numbers = [int(n) for n in re.findall(r"/circulars/(\d+)-", text)]
+            got[address] = (str(message["Subject"]), list(dict.fromkeys(numbers)))
+        return got
+
+
+@pytest.fixture
+def world(app, session, ctx, smtp_server, monkeypatch):
+    return World(app, session, ctx, smtp_server, monkeypatch)
+
+
+# --- schedule --------------------------------------------------------------------------------
+
+
+def test_due_moments_follow_the_list_schedule_in_the_organisation_time_zone():
+    plan = Schedule(weekday=0, weekly_hour=9, monthday=1, monthly_hour=9)
+    zurich = "Europe/Zurich"
+    wednesday = datetime(2026, 12, 9, 12, 0, tzinfo=UTC)
+    # 09:00 in Geneva in winter is 08:00 UTC.
+    assert latest_at_or_before(plan, "weekly", wednesday, zurich) == datetime(
+        2026, 12, 7, 8, 0, tzinfo=UTC
+    )
+    assert following(plan, "weekly", wednesday, zurich) == datetime(2026, 12, 14, 8, tzinfo=UTC)
+    assert following(plan, "monthly", wednesday, zurich) == datetime(2027, 1, 1, 8, tzinfo=UTC)
+    # In summer it is 07:00 UTC.
+    assert following(plan, "monthly", datetime(2026, 6, 5, tzinfo=UTC), zurich) == datetime(
+        2026, 7, 1, 7, tzinfo=UTC
+    )
+    # Due from its moment, for a day; a digest missed for longer waits for the next period.
+    assert due_moment(plan, "weekly", datetime(2026, 12, 7, 7, 59, tzinfo=UTC), zurich) is None
+    assert due_moment(plan, "weekly", datetime(2026, 12, 7, 8, 0, tzinfo=UTC), zurich) is not None
+    assert due_moment(plan, "weekly", wednesday, zurich) is None
+    with pytest.raises(ValueError, match="between 1 and 28"):
+        Schedule(monthday=31)
+    with pytest.raises(ValueError, match="hour"):
+        Schedule(weekly_hour=24)
+
+
+def test_summary_is_the_first_paragraph_as_plain_text():
+    body = (
+        "# Heading\n\nThe **Global Compact** talks [resume](https://x.example) on *Monday*."
+        "\nNext line.\n\nMore."
+    )
+    assert summary_of(body) == "The Global Compact talks resume on Monday. Next line."
+    long = " ".join(["word"] * 200)
+    cut = summary_of(long)
+    assert cut.endswith("…") and len(cut) <= 321
+    assert summary_of("") == ""
+
+
+# --- simulated weeks -------------------------------------------------------------------------
+
+
+def test_simulated_weeks_who_gets_which_digest(world, session, smtp_server):
+    w = world
+    partners, members = w.partners, w.members
+    w.join(partners, "ana@example.org", delivery="weekly")
+    w.join(partners, "bea@example.org", language="fr", delivery="monthly")
+    carl = w.join(partners, "carl@example.org")  # every circular, for now
+    dan = w.join(partners, "dan@example.org", language="ar", delivery="weekly")
+    fay = w.join(partners, "fay@example.org", delivery="weekly")
+    gus = w.join(partners, "gus@example.org", delivery="weekly")
+    w.join(partners, "hal@example.org", delivery="weekly")
+    w.join(members, "hal@example.org")  # and every circular of the members' list
+    suppress(session, email="gus@example.org", reason="hard_bounce", note="bounced")
+    session.commit()
+    # Monday 2 November, before anything was sent: the period has a run, and no one a mail.
+    [(_run_id, outcome)] = w.tick(at(2, 9, 1))
+    assert (outcome.sent, outcome.finished) == (0, True)
+    assert w.new_digests() == {}
+
+    w.now = at(3, 10)
+    c1 = w.send("Budget consultation", [partners], translations=[("fr", "Consultation budgétaire")])
+    w.now = at(5, 15)
+    c2 = w.send(
+        "Global Compact negotiations",
+        [partners],
+        translations=[("fr", "Négociations du Pacte mondial"), ("ar", "مفاوضات الميثاق العالمي")],
+    )
+    w.new_digests()  # (the circulars to carl)
+
+    # Week 1: Monday 9 November.
+    got = w.tick(at(9, 9, 1))
+    digests = w.new_digests()
+    assert {address: numbers for address, (_s, numbers) in digests.items()} == {
+        "ana@example.org": [c1.number, c2.number],
+        "dan@example.org": [c1.number, c2.number],
+        "fay@example.org": [c1.number, c2.number],
+        "hal@example.org": [c1.number, c2.number],
+    }
+    assert len(got) == 1  # one run: partners, weekly (bea's monthly is not due)
+    run = session.get(DigestRun, got[0][0])
+    assert digests["ana@example.org"][0] == (
+        "Partner organisations: weekly digest, 9 November 2026 (2 circulars)"
+    )
+    dan_text = (
+        next(m.message for m in smtp_server.messages() if m.rcpt_tos == ["dan@example.org"])
+        .get_body(("plain",))
+        .get_content()
+    )
+    assert "مفاوضات الميثاق العالمي" in dan_text  # C2 has an Arabic version
+    assert "Budget consultation" in dan_text  # C1 has none: its default
+    assert "الموجز الأسبوعي" in dan_text
+    # Rendered once per content and language: (C1, C2) in English and in Arabic.
+    assert session.scalar(select(func.count()).where(DigestGroup.run_id == run.id)) == 2
+
+    # Week 2: C3 goes to both lists (hal has it already, from members); carl switches to
+    # weekly after it, dan leaves, eve joins after it.
+    w.now = at(10, 11)
+    c3 = w.send("Week two", [partners, members])
+    w.now = at(11, 8)
+    w.frequency(carl, partners, "weekly")
+    assert prefs.leave_list(session, dan, partners.id, origin=ORIGIN)
+    session.commit()
+    w.join(partners, "eve@example.org", delivery="weekly")
+    w.new_digests()
+    w.tick(at(16, 9, 1))
+    assert {a: n for a, (_s, n) in w.new_digests().items()} == {
+        "ana@example.org": [c3.number],
+        "fay@example.org": [c3.number],
+    }
+
+    # Week 3: C6 on Wednesday; fay pauses until the 25th; carl then prefers monthly.
+    w.now = at(18, 14)
+    c6 = w.send("Week three", [partners])
+    w.new_digests()
+    w.now = at(20, 10)
+    fay.paused_until = at(25, 0)  # (the preference centre's pause, as of our clock)
+    session.commit()
+    w.tick(at(23, 9, 1))
+    assert {a: n for a, (_s, n) in w.new_digests().items()} == {
+        "ana@example.org": [c6.number],
+        "carl@example.org": [c6.number],
+        "eve@example.org": [c6.number],
+        "hal@example.org": [c6.number],
+    }
+    w.now = at(24, 12)
+    w.frequency(carl, partners, "monthly")
+
+    # Week 4: C4 to members only, C5 to partners. Fay is back and catches up on C6.
+    w.now = at(25, 10)
+    w.send("Members only", [members])
+    w.now = at(27, 10)
+    c5 = w.send("Week four", [partners], files=[("agenda.pdf", b"%PDF-1.4 agenda")])
+    w.new_digests()
+    w.tick(at(30, 9, 1))
+    week4 = w.new_digests()
+    assert {a: n for a, (_s, n) in week4.items()} == {
+        "ana@example.org": [c5.number],
+        "eve@example.org": [c5.number],
+        "fay@example.org": [c6.number, c5.number],
+        "hal@example.org": [c5.number],
+    }
+    # Beat fires again for the same period: nothing more.
+    assert w.tick(at(30, 9, 2)) == []
+    assert w.new_digests() == {}
+
+    # 1 December: the monthly digest. bea gets the month in French where it exists;
+    # carl only what came after his last weekly digest.
+    w.tick(at(1, 9, 1, month=12))
+    monthly = w.new_digests()
+    assert {a: n for a, (_s, n) in monthly.items()} == {
+        "bea@example.org": [c1.number, c2.number, c3.number, c6.number, c5.number],
+        "carl@example.org": [c5.number],
+    }
+    assert monthly["bea@example.org"][0] == (
+        "Partner organisations : résumé mensuel du 1 décembre 2026 (5 circulaires)"
+    )
+    bea_text = (
+        next(m.message for m in smtp_server.messages() if m.rcpt_tos == ["bea@example.org"])
+        .get_body(("plain",))
+        .get_content()
+    )
+    assert "Négociations du Pacte mondial" in bea_text and "Week two" in bea_text
+
+    # The record: every delivery sent once, each with the circulars it held.
+    rows = session.execute(
+        select(DigestDelivery.email, DigestDelivery.circular_ids, DigestDelivery.status)
+        .join(DigestRun, DigestRun.id == DigestDelivery.run_id)
+        .where(DigestRun.period_end == at(30, 9))
+    ).all()
+    assert sorted((email, status) for email, _ids, status in rows) == [
+        (address, "sent") for address in sorted(week4)
+    ]
+    assert {email: ids for email, ids, _ in rows}["fay@example.org"] == [c6.id, c5.id]
+    assert gus.id not in session.scalars(select(DigestDelivery.subscriber_id)).all()
+
+
+def test_a_digest_is_never_empty(world, session, smtp_server):
+    w = world
+    w.join(w.partners, "ana@example.org", delivery="weekly")
+    w.join(w.members, "member@example.org")
+    w.now = at(3)
+    w.send("To members only", [w.members])
+    w.tick(at(9, 9, 5))
+    assert w.new_digests() == {}
+    run = session.scalar(select(DigestRun))
+    assert (run.status, run.total, run.groups_count) == (DigestRunStatus.DONE, 0, 0)
+    # A list without digest readers has no run at all.
+    assert session.scalar(select(func.count()).select_from(DigestRun)) == 1
+
+
+def test_beat_firing_twice_at_once_sends_once(app, world, session, smtp_server):
+    w = world
+    for index in range(6):
+        w.join(w.partners, f"p{index}@example.org", delivery="weekly")
+    w.now = at(4)
+    w.send("Only one digest", [w.partners])
+    w.new_digests()
+    moment = at(9, 9, 1)
+
+    # Two beats (or a tick redelivered) at the same moment, each in its own session and thread.
+    from circulars.extensions import db
+
+    errors = []
+
+    def beat():
+        own = Session(db.engine)
+        try:
+            runs.run_due(own, w.ctx, now=moment)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=beat) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    runs.run_due(session, w.ctx, now=moment + timedelta(minutes=1))
+    digests = w.new_digests()
+    assert sorted(digests) == [f"p{index}@example.org" for index in range(6)]
+    assert session.scalar(select(func.count()).select_from(DigestRun)) == 1
+    assert session.scalar(select(DigestRun.sent_count)) == 6
+
+
+class WorkerDied(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no except clause catches it."""
+
+
+class DyingMessenger:
+    """The real messenger, except that the process "dies" before sending message `die_at`."""
+
+    def __init__(self, inner, die_at):
+        self.inner, self.die_at, self.sent = inner, die_at, 0
+
+    def connect(self):
+        connection = self.inner.connect()
+        outer = self
+
+        class Connection:
+            def send(self, envelope_from, recipient, message):
+                if outer.sent + 1 == outer.die_at:
+                    raise WorkerDied
+                connection.send(envelope_from, recipient, message)
+                outer.sent += 1
+
+            def close(self):
+                connection.close()
+
+        return Connection()
+
+
+def test_a_worker_dying_between_claim_and_mark_and_a_rerun_send_each_digest_once(
+    world, session, smtp_server, monkeypatch
+):
+    w = world
+    readers = [f"r{index}@example.org" for index in range(7)]
+    for index, address in enumerate(readers):
+        w.join(w.partners, address, language="fr" if index % 2 else "en", delivery="weekly")
+    w.now = at(4)
+    w.send("Crash test", [w.partners], translations=[("fr", "Essai de panne")])
+    w.new_digests()
+    moment = at(9, 9, 1)
+
+    # First the snapshot dies after rendering one of its two groups: nothing is kept.
+    real_render = runs.render_group
+    calls = []
+
+    def render_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise WorkerDied
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "render_group", render_then_die)
+    with pytest.raises(WorkerDied):
+        w.tick(moment)
+    session.rollback()
+    run = session.scalar(select(DigestRun))
+    assert run.status == DigestRunStatus.PENDING
+    assert session.scalar(select(func.count()).select_from(DigestDelivery)) == 0
+    monkeypatch.setattr(runs, "render_group", real_render)
+
+    # Then delivery dies before its fourth message: three sent, the rest claimed.
+    dying = replace(w.ctx, messenger=DyingMessenger(w.ctx.messenger, die_at=4))
+    with pytest.raises(WorkerDied):
+        runs.run(session, run.id, dying, now=moment)
+    session.rollback()
+    assert len(w.new_digests()) == 3
+    # A re-run within the lease finds everything held: it sends nothing.
+    assert runs.run(session, run.id, w.ctx, now=moment + timedelta(seconds=5)).sent == 0
+    # The tick sees the run stalled once the lease is over, and the re-run finishes it.
+    later = moment + w.ctx.claim_lease + timedelta(seconds=1)
+    assert runs.runs_to_resume(session, later) == [run.id]
+    outcome = runs.run(session, run.id, w.ctx, now=later)
+    assert (outcome.sent, outcome.finished) == (4, True)
+    rest = w.new_digests()
+    assert len(rest) == 4
+    all_mail = [m for m in smtp_server.messages() if "-bounces+d" in m.mail_from]
+    assert sorted(m.rcpt_tos[0] for m in all_mail) == sorted(readers)  # each exactly once
+    session.expire_all()
+    run = session.get(DigestRun, run.id)
+    assert (run.status, run.sent_count, run.total) == (DigestRunStatus.DONE, 7, 7)
+    assert runs.runs_to_resume(session, later + timedelta(hours=1)) == []
+
+
+def test_temporary_failures_wait_and_permanent_ones_are_recorded(world, session, smtp_server):
+    w = world
+    w.join(w.partners, "ok@example.org", delivery="weekly")
+    w.join(w.partners, "later@example.org", delivery="weekly")
+    w.join(w.partners, "gone@example.org", delivery="weekly")
+    w.now = at(4)
+    w.send("Failures", [w.partners])
+    w.new_digests()
+    smtp_server.defer["later@example.org"] = 1
+    smtp_server.reject["gone@example.org"] = "550 5.1.1 No such user"
+    w.tick(at(9, 9, 1))
+    assert sorted(w.new_digests()) == ["ok@example.org"]
+    run = session.scalar(select(DigestRun))
+    assert run.status == DigestRunStatus.RUNNING
+    rows = {row.email: row for row in session.scalars(select(DigestDelivery)).all()}
+    assert rows["gone@example.org"].status == DigestDeliveryStatus.FAILED
+    assert "550" in rows["gone@example.org"].last_error
+    assert rows["later@example.org"].status == DigestDeliveryStatus.PENDING
+    assert rows["later@example.org"].attempts == 1
+    later = at(9, 9, 1) + runs.RETRY_DELAY + timedelta(seconds=1)
+    assert runs.runs_to_resume(session, later) == [run.id]
+    runs.run(session, run.id, w.ctx, now=later)
+    assert sorted(w.new_digests()) == ["later@example.org"]
+    session.expire_all()
+    run = session.get(DigestRun, run.id)
+    assert (run.status, run.sent_count, run.failed_count) == ("done", 2, 1)
