@@ -298,13 +298,14 @@ class Endorser:
 def endorsed_by(session: Session, circular_id: int, language: str = "en") -> list[Endorser]:
     """The approved organisations, sorted by name (then country), as the archive page shows them."""
     rows = session.execute(
-        select(Endorsement.organisation, Endorsement.country).where(
+        select(Endorsement.org_key, Endorsement.organisation, Endorsement.country).where(
             Endorsement.circular_id == circular_id,
             Endorsement.status == EndorsementStatus.APPROVED,
         )
     ).all()
-    endorsers = [Endorser(name, country_name(code, language), code) for name, code in rows]
-    return sorted(endorsers, key=lambda item: (item.organisation.casefold(), item.country))
+    # By the normalised name (punctuation and case ignored), then the country's name.
+    ordered = sorted(rows, key=lambda row: (row[0], country_name(row[2], language).casefold()))
+    return [Endorser(name, country_name(code, language), code) for _key, name, code in ordered]
 
 
 def status_counts(session: Session, circular_id: int) -> dict[str, int]:
