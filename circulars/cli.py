@@ -770,5 +770,10 @@ def demo_command() -> None:
         click.echo(line)
 
 
+from .digest_cli import digests_command  # noqa: E402  (the command lives beside its service)
+
+main.add_command(digests_command)
+
+
 if __name__ == "__main__":
     main()

@@ -494,3 +494,55 @@ def test_temporary_failures_wait_and_permanent_ones_are_recorded(world, session,
     session.expire_all()
     run = session.get(DigestRun, run.id)
     assert (run.status, run.sent_count, run.failed_count) == ("done", 2, 1)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def test_cli_dry_run_prints_what_is_due_and_sends_nothing(world, runner, session, smtp_server):
+    w = world
+    for index in range(3):
+        w.join(w.partners, f"p{index}@example.org", delivery="weekly")
+    w.join(w.partners, "m@example.org", delivery="monthly")
+    w.now = at(4)
+    first = w.send("One", [w.partners])
+    w.now = at(5)
+    second = w.send("Two", [w.partners])
+    w.new_digests()
+
+    result = runner.invoke(["digests", "--dry-run", "--at", "2026-11-09T09:30"])
+    assert result.exit_code == 0, result.output
+    assert "As of 2026-11-09 09:30 (UTC)" in result.output
+    assert (
+        "partners weekly, period 2026-11-02 09:00 to 2026-11-09 09:00: 3 recipients "
+        "(of 3 weekly readers), 1 digests to render; "
+        f"circulars No. {first.number}, No. {second.number}."
+    ) in result.output
+    assert "monthly" not in result.output.split("period")[-1]
+    assert "Dry run: nothing was sent." in result.output
+    assert w.new_digests() == {}
+    assert session.scalar(select(func.count()).select_from(DigestRun)) == 0
+
+    # Nothing due on a Wednesday: it says when the next ones are.
+    quiet = runner.invoke(["digests", "--dry-run", "--at", "2026-11-11T12:00"])
+    assert "No digest is due." in quiet.output
+    assert "Next: partners monthly on 2026-12-01 09:00." in quiet.output
+    assert "Next: partners weekly on 2026-11-16 09:00." in quiet.output
+
+    # Without --dry-run it sends them, once.
+    sent = runner.invoke(["digests", "--at", "2026-11-09T09:30", "--list", "partners"])
+    assert sent.exit_code == 0, sent.output
+    assert "3 sent, 0 failed" in sent.output
+    assert sorted(w.new_digests()) == [f"p{index}@example.org" for index in range(3)]
+    again = runner.invoke(["digests", "--at", "2026-11-09T09:40"])
+    assert "already sent" in again.output
+    assert w.new_digests() == {}
+
+
+def test_cli_refuses_bad_input(runner, session):
+    session.add(MailingList(slug="partners", name="Partners"))
+    session.commit()
+    assert runner.invoke(["digests", "--dry-run", "--at", "next monday"]).exit_code == 2
+    assert runner.invoke(["digests", "--dry-run", "--list", "nope"]).exit_code == 2
+    future = runner.invoke(["digests", "--at", "2099-01-01T09:00"])
+    assert future.exit_code == 2 and "future" in future.output
