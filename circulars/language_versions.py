@@ -83,7 +83,7 @@ def add_version(
     clean_title, clean_body = checked_title(title), checked_body(body)
     if code == circular.default_language or translation(circular, code) is not None:
         name = CIRCULAR_LANGUAGES[code]
-        raise TranslationRefused(f"This circular has a {name} version already; edit that one.")
+        raise TranslationRefused(f"This circular has a version in {name} already; edit that one.")
     item = CircularTranslation(language=code, title=clean_title, body_markdown=clean_body)
     circular.translations.append(item)
     _touch(circular)
@@ -103,7 +103,7 @@ def update_version(
     else:
         item = translation(circular, code)
         if item is None:
-            raise TranslationRefused(f"This circular has no {CIRCULAR_LANGUAGES[code]} version.")
+            raise TranslationRefused(f"This circular has no version in {CIRCULAR_LANGUAGES[code]}.")
         item.title, item.body_markdown, item.updated_at = clean_title, clean_body, utcnow()
     _touch(circular)
     session.flush()
@@ -119,11 +119,11 @@ def remove_version(session: Session, circular: Circular, language: str | None) -
         )
     item = translation(circular, code)
     if item is None:
-        raise TranslationRefused(f"This circular has no {CIRCULAR_LANGUAGES[code]} version.")
+        raise TranslationRefused(f"This circular has no version in {CIRCULAR_LANGUAGES[code]}.")
     own = [a.filename for a in circular.attachments if a.language == code]
     if own:
         raise TranslationRefused(
-            f"The {CIRCULAR_LANGUAGES[code]} version has its own attachments "
+            f"The version in {CIRCULAR_LANGUAGES[code]} has its own attachments "
             f"({', '.join(own)}); remove them or share them with every version first."
         )
     circular.translations.remove(item)
@@ -163,7 +163,7 @@ def set_attachment_language(
     code = None if not language else checked_language(language)
     if code is not None and code not in circular.languages:
         raise TranslationRefused(
-            f"This circular has no {CIRCULAR_LANGUAGES[code]} version; add it first."
+            f"This circular has no version in {CIRCULAR_LANGUAGES[code]}; add one first."
         )
     attachment.language = code
     _touch(circular)
