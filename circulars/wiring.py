@@ -7,6 +7,7 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from .branding_settings import load_branding
 from .config import ConfigError, Settings
 from .mail.branding import Branding
 from .mail.dkim import DkimKeyError, DkimSigner, load_keys, signing_messenger
@@ -21,7 +22,8 @@ from .subscribers.links import Links
 from .subscribers.tokens import TokenSigner
 
 
-def branding(settings: Settings) -> Branding:
+def default_branding(settings: Settings) -> Branding:
+    """The branding of the ORG_* environment settings: used until an admin saves the page."""
     return Branding(
         name=settings.org_name,
         signoff=settings.org_signoff,
@@ -33,6 +35,30 @@ def branding(settings: Settings) -> Branding:
         social=settings.org_social,
         color=settings.brand_color,
     )
+
+
+def branding(settings: Settings, session: Session | None = None) -> Branding:
+    """The branding saved on the admin's settings page, else the environment's.
+
+    Without a session, the app context's session is used when there is one
+    (web requests, worker tasks, CLI commands); outside any, the environment's.
+    """
+    defaults = default_branding(settings)
+    if session is None:
+        session = _context_session()
+    if session is None:
+        return defaults
+    return load_branding(session, defaults, settings.base_url)
+
+
+def _context_session() -> Session | None:
+    from flask import has_app_context
+
+    from .extensions import db
+
+    if not has_app_context() or db.session_factory is None:
+        return None
+    return db.session()
 
 
 def token_signer(settings: Settings) -> TokenSigner:
@@ -81,7 +107,7 @@ def send_context(settings: Settings) -> SendContext:
         messenger=messenger,
         files=file_store(settings),
         links=Links(settings.base_url, token_signer(settings)),
-        branding=branding(settings),
+        branding=default_branding(settings),
         mail_from=settings.mail_from,
         base_url=settings.base_url,
         batch_size=settings.send_batch_size,

@@ -258,11 +258,12 @@ def send_confirmation(
         return "nothing-to-confirm"
     email = subscriber.email
     infos = [_info(item) for item in lists]
+    branding = ctx.current_branding(session)  # as saved now, not when the worker started
     # End the transaction before talking SMTP: on SQLite it holds the write lock.
     session.rollback()
     token = signer.make_lists(CONFIRM_PURPOSE, subscriber_id, [item.id for item in infos])
     mail = build_confirmation(
-        branding=ctx.branding,
+        branding=branding,
         mail_from=ctx.mail_from,
         email=email,
         lists=infos,
@@ -302,10 +303,11 @@ def send_welcome(
     )
     wanted = [(_info(item), item.welcome_message) for item in lists if item.welcome_message.strip()]
     email, name = subscriber.email, subscriber.name
+    branding = ctx.current_branding(session)
     session.rollback()  # read what is needed, then leave the database before SMTP
     mails = [
         build_welcome(
-            branding=ctx.branding,
+            branding=branding,
             mail_from=ctx.mail_from,
             email=email,
             name=name,

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy.orm import Session
+
+from ..branding_settings import load_branding
 from ..mail.branding import Branding
 from ..mail.transport import Messenger
 from ..storage import FileStore
@@ -20,6 +23,7 @@ class SendContext:
     messenger: Messenger
     files: FileStore
     links: Links
+    # The environment's branding (ORG_*); what an admin saved wins: see current_branding().
     branding: Branding
     mail_from: str
     base_url: str
@@ -29,6 +33,16 @@ class SendContext:
     timezone: str = "UTC"
     # Temporary relay errors in a row after which a send pauses itself (0: never).
     pause_after_relay_errors: int = 10
+
+    def current_branding(self, session: Session | None) -> Branding:
+        """The branding saved on the admin's settings page, else the environment's.
+
+        Read when a mail is rendered, not when this context is built: a worker
+        started before an admin saved the page uses the change from the next mail on.
+        """
+        if session is None:
+            return self.branding
+        return load_branding(session, self.branding, self.base_url)
 
     @property
     def domain(self) -> str:

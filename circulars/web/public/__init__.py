@@ -148,5 +148,6 @@ def _unsubscribed_page(
     )
 
 
-# The preference centre; the subscribe page, embed form and confirmation; sign-on statements.
-from . import archive, endorse, preferences, subscribe  # noqa: E402,F401
+# The preference centre; the subscribe page, embed form and confirmation; sign-on statements;
+# the organisation's logo.
+from . import archive, branding, endorse, preferences, subscribe  # noqa: E402,F401
