@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, case, func, literal, or_
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from .languages import CIRCULAR_LANGUAGES, base_language, circular_language
 from .mail.render import RenderError, check_single_line
@@ -177,7 +177,7 @@ def version_for(subscriber_language: str | None, languages: Sequence[str], defau
 
 
 def version_column(
-    language: ColumnElement[str], languages: Sequence[str], default: str
+    language: ColumnElement[str] | QueryableAttribute[str], languages: Sequence[str], default: str
 ) -> ColumnElement[str]:
     """`version_for` in SQL, for the recipient snapshot's INSERT ... SELECT.
 
