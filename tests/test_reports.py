@@ -263,7 +263,7 @@ def test_csv_has_every_delivery_with_its_bounce_and_neutralised_formulas(
     text = response.get_data(as_text=True)
     assert text.splitlines()[0] == (
         "email,name,list,status,attempts,sent_at,last_error,"
-        "bounce_kind,bounce_code,bounce_diagnostic"
+        "bounce_kind,bounce_code,bounce_diagnostic,language"
     )
     rows = {row["email"]: row for row in read_csv(text)}
     assert len(rows) == 10
@@ -281,6 +281,7 @@ def test_csv_has_every_delivery_with_its_bounce_and_neutralised_formulas(
         "bounce_kind": "hard",
         "bounce_code": "5.1.1",
         "bounce_diagnostic": "",
+        "language": "en",
     }
     assert "a0@example.org" in rows["a0@example.org"]["bounce_diagnostic"]
     assert rows["a6@example.org"]["status"] == "failed"

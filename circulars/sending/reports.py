@@ -67,6 +67,7 @@ CSV_COLUMNS = (
     "bounce_kind",
     "bounce_code",
     "bounce_diagnostic",
+    "language",  # the version of the circular this recipient was sent
 )
 # When a delivery came back more than once, the CSV shows the most telling bounce.
 _KIND_RANK = {BounceKind.COMPLAINT: 0, BounceKind.HARD: 1, BounceKind.SOFT: 2}
@@ -372,6 +373,7 @@ def iter_deliveries_csv(session: Session, send_id: int) -> Iterator[str]:
             Bounce.kind,
             Bounce.status_code,
             Bounce.diagnostic,
+            Delivery.language,
         )
         .outerjoin(MailingList, MailingList.id == Delivery.list_id)
         .outerjoin(Bounce, Bounce.id == chosen)
@@ -401,6 +403,7 @@ def iter_deliveries_csv(session: Session, send_id: int) -> Iterator[str]:
                         row.kind or "",
                         row.status_code or "",
                         row.diagnostic or "",
+                        row.language or "",
                     )
                 ]
             )
