@@ -13,6 +13,7 @@ import re
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select, update
@@ -546,3 +547,132 @@ def test_cli_refuses_bad_input(runner, session):
     assert runner.invoke(["digests", "--dry-run", "--list", "nope"]).exit_code == 2
     future = runner.invoke(["digests", "--at", "2099-01-01T09:00"])
     assert future.exit_code == 2 and "future" in future.output
+
+
+# --- admin -----------------------------------------------------------------------------------
+
+
+def test_list_settings_hold_the_digest_schedule(auth, client, session):
+    auth.create_user(role="sender")
+    auth.login()
+    session.add(MailingList(slug="partners", name="Partners"))
+    session.commit()
+    url = "/admin/lists/partners/settings"
+    form = {"description": "", "welcome_message": "", "public": "y"}
+    saved = auth.post_form(
+        url,
+        url,
+        {
+            **form,
+            "digest_weekday": "4",
+            "digest_weekly_hour": "16",
+            "digest_monthday": "28",
+            "digest_monthly_hour": "7",
+        },
+    )
+    assert saved.status_code == 302
+    mailing_list = session.scalar(select(MailingList))
+    session.refresh(mailing_list)
+    assert (
+        mailing_list.digest_weekday,
+        mailing_list.digest_weekly_hour,
+        mailing_list.digest_monthday,
+        mailing_list.digest_monthly_hour,
+    ) == (4, 16, 28, 7)
+    refused = auth.post_form(
+        url,
+        url,
+        {
+            **form,
+            "digest_weekday": "9",
+            "digest_weekly_hour": "16",
+            "digest_monthday": "31",
+            "digest_monthly_hour": "24",
+        },
+    )
+    assert refused.status_code == 400
+    assert "Not a valid choice" in refused.text
+    session.refresh(mailing_list)
+    assert (mailing_list.digest_weekday, mailing_list.digest_monthday) == (4, 28)
+    page = client.get("/admin/lists/partners/digests")
+    assert "Fridays at 16:00" in page.text and "day 28 of each month at 07:00" in page.text
+
+
+def test_preview_and_history_in_the_admin(world, auth, client, session):
+    w = world
+    auth.create_user(role="editor")
+    auth.login()
+    w.join(w.partners, "ana@example.org", delivery="weekly")
+    w.join(w.partners, "zoe@example.org", language="fr", delivery="weekly")
+    w.now = at(4)
+    circular = w.send("Preview me", [w.partners], translations=[("fr", "Aperçu")])
+    session.execute(
+        update(Subscription).values(digest_since=at(1))
+    )  # (joined before the send, as of the real clock the preview uses)
+    session.commit()
+
+    page = client.get("/admin/lists/partners/digests")
+    assert page.status_code == 200
+    assert "2 readers take this list weekly" in page.text
+    assert "2 of them would get a digest (2 versions" in page.text
+    assert "As <strong>ana@example.org</strong>" in page.text
+    assert f"Circular No. {circular.number}: Preview me" in page.text
+    assert "srcdoc=" in page.text and "Read the full circular" in page.text
+    as_zoe = client.get("/admin/lists/partners/digests?subscriber=zoe@example.org")
+    assert "Aperçu" in as_zoe.text and "résumé hebdomadaire" in as_zoe.text
+    nobody = client.get("/admin/lists/partners/digests?subscriber=who@example.org")
+    assert "who@example.org takes no weekly digest" in nobody.text
+    monthly = client.get("/admin/lists/partners/digests?frequency=monthly")
+    assert "0 readers take this list monthly" in monthly.text
+    # Previewing writes nothing.
+    assert session.scalar(select(func.count()).select_from(DigestRun)) == 0
+
+    w.tick(at(9, 9, 1))
+    history = client.get("/admin/digests")
+    run = session.scalar(select(DigestRun))
+    assert f"/admin/digests/{run.id}" in history.text
+    assert "Partner organisations" in history.text
+    detail = client.get(f"/admin/digests/{run.id}")
+    assert detail.status_code == 200
+    assert "ana@example.org" in detail.text and "zoe@example.org" in detail.text
+    assert "2 sent" in detail.text
+    assert client.get("/admin/digests/999999").status_code == 404
+
+
+def test_a_circular_kept_out_of_the_archive_gets_a_signed_expiring_link(
+    world, fresh_client, session, smtp_server
+):
+    w = world
+    w.join(w.partners, "ana@example.org", delivery="weekly")
+    w.now = at(4)
+    public = w.send("In the archive", [w.partners], files=[("public.pdf", b"%PDF public")])
+    private = w.send(
+        "Internal matter", [w.partners], in_archive=False, files=[("internal.pdf", b"%PDF secret")]
+    )
+    w.new_digests()
+    w.tick(at(9, 9, 1))
+    message = next(m.message for m in smtp_server.messages() if "-bounces+d" in m.mail_from)
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    base = "http://circulars.test"
+    assert f"{base}/circulars/{public.number}-in-the-archive" in text
+    attachment = session.scalar(select(Attachment).where(Attachment.circular_id == public.id))
+    assert f"{base}/circulars/{public.number}/attachments/{attachment.id}" in text
+    assert f"/circulars/{private.number}-" not in text
+    shared = re.search(r"(http://circulars\.test/circulars/shared/[A-Za-z0-9_.\-]+)", text)
+    assert shared and shared.group(1) in html
+    assert "not in the public archive" in text
+    # The files are linked, never attached.
+    assert not [part for part in message.iter_attachments()]
+
+    path = urlsplit(shared.group(1)).path
+    page = fresh_client.get(path)
+    assert page.status_code == 200
+    assert "Internal matter" in page.text and "noindex" in page.headers["X-Robots-Tag"]
+    secret = session.scalar(select(Attachment).where(Attachment.circular_id == private.id))
+    download = fresh_client.get(f"{path}/attachments/{secret.id}")
+    assert download.status_code == 200 and download.data == b"%PDF secret"
+    # Another circular's attachment through this link, or a forged token: refused.
+    assert fresh_client.get(f"{path}/attachments/{attachment.id}").status_code == 404
+    assert fresh_client.get(path[:-3] + "xyz").status_code == 400
+    assert fresh_client.get(f"/circulars/{private.number}").status_code == 404

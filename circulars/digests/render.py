@@ -142,8 +142,10 @@ def digest_items(
             url = base + archive_path(circular.number, circular.title, suffix)
             attachment_url = f"{base}/circulars/{circular.number}/attachments/"
         else:
-            url = f"{base}{SHARED_PATH}{shared_token(signer, circular.id)}"
-            attachment_url = f"{url}/attachments/"
+            shared = f"{base}{SHARED_PATH}{shared_token(signer, circular.id)}"
+            default = version_language == circular.default_language
+            url = shared if default else f"{shared}?lang={version_language}"
+            attachment_url = f"{shared}/attachments/"
         sent_on: date = (circular.first_sent_at or datetime.now(zone)).astimezone(zone).date()
         items.append(
             DigestItem(

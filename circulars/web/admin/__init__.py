@@ -661,6 +661,7 @@ from . import (  # noqa: E402,F401
     archive,
     bounces,
     branding,
+    digests,
     dns,
     endorsements,
     exports,

@@ -7,13 +7,17 @@ from typing import Any
 from flask import flash, redirect, render_template, url_for
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import BooleanField, TextAreaField
+from wtforms import BooleanField, SelectField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length
 
+from ...digests.schedule import HOURS, MONTHDAYS, WEEKDAYS
 from ...extensions import db
 from ...models import MailingList
 from ..helpers import sender_required, settings
 from . import _list_or_404, bp
+
+_HOURS = [SelectChoice(h, f"{h:02d}:00") for h in HOURS]
 
 #: Enough for a few paragraphs of welcome; a welcome mail is not a circular.
 WELCOME_MAX = 20_000
@@ -28,6 +32,19 @@ class ListSettingsForm(FlaskForm):
         "Welcome message (Markdown)",
         validators=[Length(max=WELCOME_MAX)],
     )
+    # Digest times, in the organisation's time zone; SelectField refuses anything not offered.
+    digest_weekday = SelectField(
+        "Weekly digest: day",
+        coerce=int,
+        choices=[SelectChoice(n, day) for n, day in enumerate(WEEKDAYS)],
+    )
+    digest_weekly_hour = SelectField("Weekly digest: hour", coerce=int, choices=_HOURS)
+    digest_monthday = SelectField(
+        "Monthly digest: day of the month",
+        coerce=int,
+        choices=[SelectChoice(d, str(d)) for d in MONTHDAYS],
+    )
+    digest_monthly_hour = SelectField("Monthly digest: hour", coerce=int, choices=_HOURS)
 
 
 @bp.route("/lists/<slug>/settings", methods=["GET", "POST"])
@@ -39,6 +56,10 @@ def list_settings(slug: str) -> Any:
         mailing_list.description = (form.description.data or "").strip()
         mailing_list.public = bool(form.public.data)
         mailing_list.welcome_message = (form.welcome_message.data or "").strip()
+        mailing_list.digest_weekday = form.digest_weekday.data
+        mailing_list.digest_weekly_hour = form.digest_weekly_hour.data
+        mailing_list.digest_monthday = form.digest_monthday.data
+        mailing_list.digest_monthly_hour = form.digest_monthly_hour.data
         db.session.commit()
         flash(f"Settings of {mailing_list.name} saved.", "success")
         return redirect(url_for("admin.show_list", slug=slug))

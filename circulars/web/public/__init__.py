@@ -150,4 +150,4 @@ def _unsubscribed_page(
 
 # The preference centre; the subscribe page, embed form and confirmation; sign-on statements;
 # the organisation's logo.
-from . import archive, branding, endorse, preferences, subscribe  # noqa: E402,F401
+from . import archive, branding, endorse, preferences, shared_circulars, subscribe  # noqa: E402,F401
