@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, Select, and_, extract, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from .models import Circular
+from .models import Circular, CircularTranslation
 from .paging import PageNumbers
 
 PER_PAGE = 20
@@ -78,12 +78,25 @@ def _filtered(filters: ArchiveFilters) -> Select[Circular]:
     if filters.year is not None:
         query = query.where(extract("year", Circular.first_sent_at) == filters.year)
     for word in filters.q.split():
-        # Every word must appear, in the title or the body; LIKE is enough at archive sizes.
+        # Every word must appear, in the title or the body of one of its language
+        # versions; LIKE is enough at archive sizes.
         pattern = f"%{_escape_like(word)}%"
+        in_a_translation = (
+            select(CircularTranslation.id)
+            .where(
+                CircularTranslation.circular_id == Circular.id,
+                or_(
+                    CircularTranslation.title.ilike(pattern, escape="\\"),
+                    CircularTranslation.body_markdown.ilike(pattern, escape="\\"),
+                ),
+            )
+            .exists()
+        )
         query = query.where(
             or_(
                 Circular.title.ilike(pattern, escape="\\"),
                 Circular.body_markdown.ilike(pattern, escape="\\"),
+                in_a_translation,
             )
         )
     return query

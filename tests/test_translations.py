@@ -336,8 +336,11 @@ def test_archive_page_links_the_versions_and_arabic_is_rtl(app, client, fresh_cl
     assert client.get(f"{base}/xx").status_code == 404
     assert client.get("/circulars/27/de").status_code == 404
 
-    # The list and the feed keep working, with the default version.
+    # The list and the feed keep working, with the default version; search reads every version.
     assert 'id="circular-27"' in client.get("/circulars").text
+    assert 'id="circular-27"' in client.get("/circulars?q=الثانية").text
+    assert 'id="circular-27"' in client.get("/circulars?q=cycle+second").text
+    assert 'id="circular-27"' not in client.get("/circulars?q=cycle+absent").text
     feed = feedparser.parse(client.get("/circulars/feed.atom").data)
     assert not feed.bozo
     assert [entry.title for entry in feed.entries] == [
