@@ -299,7 +299,7 @@ def load_branding(session: Session, defaults: Branding, base_url: str) -> Brandi
     if stamp is None:
         return defaults
     # The database is part of the key: tests run two stacks in one process.
-    key = (str(session.get_bind().url), base_url, stamp.version, stamp.updated_at)
+    key = (str(session.get_bind().engine.url), base_url, stamp.version, stamp.updated_at)
     cached = _cache.get(key)
     if cached is not None:
         return cached

@@ -17,6 +17,7 @@ from circulars.images import ImageRefused, check_image
 from circulars.mail.branding import contrast_ratio, logo_display_size
 from circulars.models import BrandingLogo, BrandingSettings, MailingList
 from circulars.subscribers.service import add_to_list
+
 from conftest import ARTIFACTS, csrf_token
 
 PAGE = "/admin/settings/branding"
@@ -97,9 +98,7 @@ def create_and_send(runner, tmp_path, title):
     )
     assert result.exit_code == 0, result.output
     circular_id = result.output.strip()
-    result = runner.invoke(
-        ["send", circular_id, "--list", "members", "--wait", "--timeout", "240"]
-    )
+    result = runner.invoke(["send", circular_id, "--list", "members", "--wait", "--timeout", "240"])
     assert result.exit_code == 0, result.output
     assert "2 sent, 0 failed" in result.output, result.output
 
@@ -285,7 +284,11 @@ NOT_AN_IMAGE = b"%PDF-1.4\n% not an image at all\n" + b"x" * 500
     [
         ({}, ("logo.png", NOT_AN_IMAGE), "The file is not a PNG, JPEG, GIF or WebP image."),
         ({}, ("logo.png", image_bytes()[:60]), "cannot be read as one"),
-        ({}, ("logo.png", image_bytes("PNG", (400, 400), noise=True)), "larger than the limit of 256.0 KB"),
+        (
+            {},
+            ("logo.png", image_bytes("PNG", (400, 400), noise=True)),
+            "larger than the limit of 256.0 KB",
+        ),
         ({"primary_color": "red;}"}, None, "Write a colour as # and six hex digits"),
         ({"accent_color": "javascript:alert(1)"}, None, "Write a colour as # and six hex digits"),
         ({"primary_color": "#ffee00"}, None, "would be hard to read (contrast 1.2:1"),
@@ -301,7 +304,9 @@ def test_bad_input_is_refused_and_changes_nothing(
     app, admin, client, session, changes, logo, message
 ):
     good = image_bytes("PNG", (200, 50))
-    assert post_branding(client, form_data(name="Saved Name"), logo=("a.png", good)).status_code == 302
+    assert (
+        post_branding(client, form_data(name="Saved Name"), logo=("a.png", good)).status_code == 302
+    )
     files_before = stored_files(app)
     for action in ("preview", "save"):
         response = post_branding(
@@ -370,7 +375,7 @@ def test_contrast_and_logo_size():
 
 
 @pytest.mark.browser
-def test_branding_page_in_chromium(app, admin, session, live_server, browser, stack):
+def test_branding_page_in_chromium(app, admin, session, live_server, browser, stack, tmp_path):
     from playwright.sync_api import expect
 
     shots = ARTIFACTS / f"browser-{stack['STACK']}"
@@ -387,6 +392,9 @@ def test_branding_page_in_chromium(app, admin, session, live_server, browser, st
     page.fill("#name", "Asia Pacific Migrant Network")
     page.fill("#primary_color", "#0b5d3b")
     page.fill("#about", "A network of 300 organisations <since 1999>.")
+    logo = tmp_path / "logo.png"
+    logo.write_bytes(image_bytes("PNG", (360, 120)))
+    page.set_input_files("#logo", str(logo))
     page.click("button:has-text('Preview')")
     page.wait_for_selector("#preview")
     email = page.frame_locator("iframe[title='Email preview']")
@@ -394,7 +402,12 @@ def test_branding_page_in_chromium(app, admin, session, live_server, browser, st
     expect(email.locator("td.masthead")).to_have_css("background-color", "rgb(11, 93, 59)")
     public = page.frame_locator("iframe[title='Page preview']")
     expect(public.locator("header .brand")).to_have_text("Asia Pacific Migrant Network")
-    expect(public.locator(".about-text")).to_have_text("A network of 300 organisations <since 1999>.")
+    expect(email.locator("img[alt='Asia Pacific Migrant Network']")).to_have_attribute(
+        "width", "240"
+    )
+    expect(public.locator(".about-text")).to_have_text(
+        "A network of 300 organisations <since 1999>."
+    )
     # Not saved: the admin's own header still shows the old name.
     expect(page.locator("header.topbar .brand")).to_have_text("Migrant Rights Network")
     page.screenshot(path=str(shots / "branding-preview.png"), full_page=True)
@@ -403,5 +416,6 @@ def test_branding_page_in_chromium(app, admin, session, live_server, browser, st
     page.wait_for_selector("text=Branding saved")
     expect(page.locator("header.topbar .brand")).to_have_text("Asia Pacific Migrant Network")
     expect(page.locator("header.topbar")).to_have_css("background-color", "rgb(11, 93, 59)")
+    assert page.locator("header.topbar img.brand-logo").evaluate("img => img.naturalWidth") == 360
     page.screenshot(path=str(shots / "branding-saved.png"), full_page=True)
     assert session.scalar(select(BrandingSettings.name)) == "Asia Pacific Migrant Network"

@@ -59,12 +59,12 @@ SAMPLE_BODY = (
 )
 
 
-class SocialLinkForm(Form):  # type: ignore[misc]
+class SocialLinkForm(Form):
     name = StringField("Name", validators=[Length(max=50)])
     url = StringField("Address (https://…)", validators=[Length(max=500)])
 
 
-class BrandingForm(FlaskForm):  # type: ignore[misc]
+class BrandingForm(FlaskForm):
     name = StringField("Organisation name", validators=[Length(max=200)])
     signoff = StringField("Sign-off of the secretariat", validators=[Length(max=200)])
     logo = FileField("Logo (PNG, JPEG, GIF or WebP)")
