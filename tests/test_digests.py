@@ -41,6 +41,8 @@ from circulars.subscribers import preferences as prefs
 from circulars.subscribers.service import add_to_list
 from circulars.subscribers.suppression import suppress
 
+from conftest import PROJECT_ROOT
+
 ORIGIN = prefs.Origin(source="test")
 
 
@@ -676,3 +678,109 @@ def test_a_circular_kept_out_of_the_archive_gets_a_signed_expiring_link(
     assert fresh_client.get(f"{path}/attachments/{attachment.id}").status_code == 404
     assert fresh_client.get(path[:-3] + "xyz").status_code == 400
     assert fresh_client.get(f"/circulars/{private.number}").status_code == 404
+
+
+# --- end to end: beat's task on the real worker, the real SMTP server, Chromium -------------
+
+
+@pytest.mark.integration
+def test_the_worker_sends_the_due_digest_and_its_mail_is_right(
+    app, world, worker, smtp_server, session, fresh_client, request
+):
+    """The tick runs on a real Celery worker with the real clock: this hour is made due."""
+    from circulars.tasks import DIGEST_TICK
+
+    w = world
+    now = datetime.now(UTC)
+    due = now.replace(minute=0, second=0, microsecond=0)
+    w.partners.digest_weekday, w.partners.digest_weekly_hour = due.weekday(), due.hour
+    session.commit()
+    w.now = due - timedelta(hours=3)
+    reader = w.join(w.partners, "amina@example.org", delivery="weekly")
+    session.execute(update(reader.__class__).values(name="Amina Diallo"))
+    session.commit()
+    w.now = due - timedelta(hours=2)
+    first = w.send(
+        "Global Compact: last round of negotiations",
+        [w.partners],
+        body=(
+            "The **second round** of negotiations on the Global Compact opens in Geneva on "
+            "Monday. Member organisations are invited to send their comments on the draft "
+            "text before Friday.\n\nDetails follow."
+        ),
+        files=[("Draft text.pdf", b"%PDF-1.4 draft" * 50), ("Annex – figures.pdf", b"%PDF 2")],
+    )
+    w.now = due - timedelta(hours=1)
+    second = w.send(
+        "Regional consultation in Nairobi",
+        [w.partners],
+        body="Registration for the regional consultation is open until 15 January.",
+    )
+    w.send(
+        "Board minutes",
+        [w.partners],
+        in_archive=False,
+        body="The minutes of the board meeting are attached for partners only.",
+        files=[("Minutes.pdf", b"%PDF minutes")],
+    )
+    w.new_digests()
+
+    app.extensions["celery"].send_task(DIGEST_TICK)
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    digest = None
+    while digest is None and datetime.now(UTC) < deadline:
+        digest = next((m for m in smtp_server.messages() if "-bounces+d" in m.mail_from), None)
+        threading.Event().wait(0.2)
+    assert digest is not None, "no digest arrived"
+    threading.Event().wait(1)  # a second tick or a redelivery must not add one
+    assert len([m for m in smtp_server.messages() if "-bounces+d" in m.mail_from]) == 1
+
+    message = digest.message
+    row = session.scalar(select(DigestDelivery))
+    assert digest.mail_from == f"secretariat-bounces+d{row.id}@circulars.test"  # VERP
+    assert digest.rcpt_tos == ["amina@example.org"]
+    assert message["Subject"] == (
+        f"Partner organisations: weekly digest, {due.day} {due:%B %Y} (3 circulars)"
+    )
+    assert message["List-Id"] == "Partner organisations <partners.circulars.test>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsubscribe = re.fullmatch(r"<(http://circulars\.test/u/[^>]+)>", message["List-Unsubscribe"])
+    assert unsubscribe
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    assert "Dear Amina Diallo," in text
+    page = (
+        f"http://circulars.test/circulars/{first.number}-global-compact-last-round-of-negotiations"
+    )
+    assert f'href="{page}"' in html
+    assert f"/circulars/{second.number}-regional-consultation-in-nairobi" in html
+    files = session.scalars(
+        select(Attachment).where(Attachment.circular_id == first.id).order_by(Attachment.id)
+    ).all()
+    for item in files:
+        assert (
+            f'href="http://circulars.test/circulars/{first.number}/attachments/{item.id}"' in html
+        )
+    assert "/circulars/shared/" in html  # the circular kept out of the archive
+    assert "second round of negotiations on the Global Compact opens in Geneva" in text
+    assert not list(message.iter_attachments())
+
+    # One click in the mail client leaves the list the digest is for.
+    left = fresh_client.post(
+        urlsplit(unsubscribe.group(1)).path, data={"List-Unsubscribe": "One-Click"}
+    )
+    assert left.status_code == 200
+    subscription = session.scalar(select(Subscription))
+    session.refresh(subscription)
+    assert subscription.status == "unsubscribed"
+
+    # What the reader sees, for the README: the HTML part in Chromium.
+    artifacts = PROJECT_ROOT / "tests" / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    stack = app.extensions["circulars.settings"].database_url.split(":")[0]
+    (artifacts / f"digest-{stack}.html").write_text(html, encoding="utf-8")
+    browser = request.getfixturevalue("browser")
+    tab = browser.new_page(viewport={"width": 680, "height": 900})
+    tab.set_content(html)
+    tab.screenshot(path=str(artifacts / f"digest-{stack}.png"), full_page=True)
+    tab.close()

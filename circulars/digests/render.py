@@ -192,12 +192,12 @@ def render_digest(
     """Subject, HTML and text of one digest, with markers where each reader's fields go."""
     table = words(language)
     subject = digest_subject(list_name, frequency, period_end, language, len(items))
-    kicker_key = "kicker.weekly" if frequency == DigestFrequency.WEEKLY else "kicker.monthly"
+    heading_key = "heading.weekly" if frequency == DigestFrequency.WEEKLY else "heading.monthly"
     context = {
         "subject": subject,
         "items": items,
         "list_name": list_name,
-        "kicker": table[kicker_key].format(list=list_name),
+        "heading": table[heading_key].format(count=count_phrase(language, len(items))),
         "intro": table["intro"].format(list=list_name),
         "t": table,
         "date_text": long_date(period_end, language),
