@@ -6,15 +6,41 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
 
 from circulars.models import Circular, Endorsement, utcnow
 
-from test_browser_subscriber import flash_text, local, shots_dir, text_part
+from conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
+
+
+def local(url: str, live_server: str) -> str:
+    """A link from a mail (made with BASE_URL) on the server the browser talks to."""
+    parts = urlsplit(url)
+    return live_server + parts.path
+
+
+def text_part(received: Any) -> str:
+    part = received.message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def shots_dir(stack: dict[str, str]) -> Path:
+    path = ARTIFACTS / f"endorsement-{stack['STACK']}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def flash_text(page: Any) -> str:
+    page.wait_for_selector(".flashes")
+    return str(page.inner_text(".flashes"))
 
 
 def test_endorse_confirm_approve_and_see_it_listed(
@@ -38,7 +64,7 @@ def test_endorse_confirm_approve_and_see_it_listed(
     circular_id = circular.id
     # End every read transaction before the browser acts: on SQLite it holds the write lock.
     session.rollback()
-    shots = shots_dir(stack, "endorsement")
+    shots = shots_dir(stack)
 
     # 1. The archive page invites organisations to sign on; the form takes the endorsement.
     page = browser.new_page(viewport={"width": 1100, "height": 900}, locale="en-GB")
