@@ -784,3 +784,37 @@ def test_the_worker_sends_the_due_digest_and_its_mail_is_right(
     tab.set_content(html)
     tab.screenshot(path=str(artifacts / f"digest-{stack}.png"), full_page=True)
     tab.close()
+
+
+def test_a_hard_bounce_of_a_digest_suppresses_the_reader(world, session, smtp_server, tmp_path):
+    """The bounce comes back to the digest's VERP address (`+d<id>`); the next digest skips them."""
+    from circulars.subscribers.bounces import record
+    from circulars.subscribers.suppression import is_suppressed
+
+    w = world
+    w.join(w.partners, "ghost@example.org", delivery="weekly")
+    w.join(w.partners, "ana@example.org", delivery="weekly")
+    w.now = at(4)
+    w.send("First", [w.partners])
+    w.new_digests()
+    w.tick(at(9, 9, 1))
+    digest = next(m for m in smtp_server.messages() if m.rcpt_tos == ["ghost@example.org"])
+    raw = (
+        (PROJECT_ROOT / "tests" / "bounces" / "postfix_user_unknown.eml")
+        .read_bytes()
+        .replace(b"secretariat-bounces+4242@example.org", digest.mail_from.encode())
+    )
+    assert digest.mail_from.encode() in raw
+    bounce = record(session, raw, source="smtp", raw_dir=tmp_path)
+    session.commit()
+    assert (bounce.kind, bounce.email, bounce.processed) == ("hard", "ghost@example.org", True)
+    assert is_suppressed(session, "ghost@example.org") is not None
+    # A bounce naming a digest delivery that does not exist changes nothing.
+    stray = raw.replace(digest.mail_from.encode(), b"secretariat-bounces+d999999@example.org")
+    assert not record(session, stray, source="smtp", raw_dir=tmp_path).processed
+
+    w.now = at(12)
+    w.send("Second", [w.partners])
+    w.new_digests()
+    w.tick(at(16, 9, 1))
+    assert sorted(w.new_digests()) == ["ana@example.org"]

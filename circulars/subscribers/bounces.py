@@ -34,7 +34,7 @@ from flufl.bounce import all_failures
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from ..models import Bounce, BounceKind, Delivery, SuppressionReason, utcnow
+from ..models import Bounce, BounceKind, Delivery, DigestDelivery, SuppressionReason, utcnow
 from .addresses import InvalidAddress, normalise_email
 from .suppression import suppress
 
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # The local part the send engine writes: `<mail_from local>-bounces+<delivery id>`.
 VERP_RE = re.compile(r"[^\s<>@\"',;:]*-bounces\+(\d{1,18})@[A-Za-z0-9.\-]+", re.IGNORECASE)
+# A digest's: `<local>-bounces+d<digest delivery id>` (circulars/digests/runs.py).
+DIGEST_VERP_RE = re.compile(r"[^\s<>@\"',;:]*-bounces\+d(\d{1,18})@[A-Za-z0-9.\-]+", re.IGNORECASE)
 STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 # Headers that may carry the address a bounce was delivered to, most reliable first.
 RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
@@ -93,9 +95,9 @@ def parse_message(raw: bytes) -> email.message.Message | None:
     return message
 
 
-def verp_delivery_id(text: str) -> int | None:
+def verp_delivery_id(text: str, pattern: re.Pattern[str] = VERP_RE) -> int | None:
     """The delivery id named by a VERP address anywhere in `text`, or None."""
-    match = VERP_RE.search(text or "")
+    match = pattern.search(text or "")
     return int(match.group(1)) if match else None
 
 
@@ -135,7 +137,9 @@ def _part_text(part: email.message.Message) -> str:
 
 
 def find_delivery_id(
-    message: email.message.Message | None, envelope_recipients: Sequence[str] = ()
+    message: email.message.Message | None,
+    envelope_recipients: Sequence[str] = (),
+    pattern: re.Pattern[str] = VERP_RE,
 ) -> int | None:
     """The delivery this message is about: envelope recipient first, then headers.
 
@@ -145,18 +149,18 @@ def find_delivery_id(
     Return-Path or To names it instead.
     """
     for recipient in envelope_recipients:
-        found = verp_delivery_id(recipient)
+        found = verp_delivery_id(recipient, pattern)
         if found is not None:
             return found
     if message is None:
         return None
     for name in RECIPIENT_HEADERS:
-        found = verp_delivery_id(_header_text(message, name))
+        found = verp_delivery_id(_header_text(message, name), pattern)
         if found is not None:
             return found
     for original in _embedded_messages(message):
         for name in ("Return-Path", "X-Circulars-Delivery", "Sender", "To"):
-            found = verp_delivery_id(_header_text(original, name))
+            found = verp_delivery_id(_header_text(original, name), pattern)
             if found is not None:
                 return found
     return None
@@ -416,11 +420,16 @@ def record(
     delivery = (
         session.get(Delivery, verdict.delivery_id) if verdict.delivery_id is not None else None
     )
-    address = delivery.email if delivery is not None else verdict.email
+    # A digest's bounce names its digest delivery instead (no Delivery row to point at).
+    sent: Delivery | DigestDelivery | None = delivery
+    if delivery is None:
+        digest_id = find_delivery_id(parse_message(raw), envelope_recipients, DIGEST_VERP_RE)
+        sent = session.get(DigestDelivery, digest_id) if digest_id is not None else None
+    address = sent.email if sent is not None else verdict.email
     bounce = Bounce(
         received_at=utcnow(),
         delivery_id=delivery.id if delivery is not None else None,
-        subscriber_id=delivery.subscriber_id if delivery is not None else None,
+        subscriber_id=sent.subscriber_id if sent is not None else None,
         email=_normalised(address) if address else "",
         kind=verdict.kind,
         status_code=verdict.status_code,
@@ -431,7 +440,7 @@ def record(
     )
     session.add(bounce)
     session.flush()
-    if delivery is not None and bounce.email:
+    if sent is not None and bounce.email:
         bounce.processed = _apply_policy(session, bounce, policy)
     session.flush()
     return bounce
