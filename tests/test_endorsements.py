@@ -698,9 +698,7 @@ def test_csv_export_neutralises_formulas(auth, client, session):
     response = client.get(f"/admin/circulars/{circular.id}/endorsements.csv?status=all")
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
-    assert 'filename="circular-27-endorsements-all.csv"' in response.headers[
-        "Content-Disposition"
-    ]
+    assert 'filename="circular-27-endorsements-all.csv"' in response.headers["Content-Disposition"]
     table = list(csv.DictReader(io.StringIO(response.text)))
     assert [row["organisation"] for row in table] == [
         '\'=HYPERLINK("http://evil.example","Click")',

@@ -91,11 +91,12 @@ def send_endorsement_confirmation(
         session.rollback()
         return "gone"
     title = circular.display_title
+    branding = ctx.current_branding(session)  # as saved now, not when the worker started
     # End the transaction before talking SMTP: on SQLite it holds the write lock.
     session.rollback()
     token = tokens.make(endorsement_id, submission)
     mail = build_endorsement_confirmation(
-        branding=ctx.branding,
+        branding=branding,
         mail_from=ctx.mail_from,
         email=submission.email,
         circular_title=title,
