@@ -235,7 +235,7 @@ def render_group(
         frequency=frequency,
         period_end=period_end.astimezone(ZoneInfo(ctx.timezone)).date(),
         language=language,
-        branding=ctx.branding,
+        branding=ctx.current_branding(session),
     )
 
 
@@ -355,7 +355,7 @@ def _prepared(session: Session, group_id: int, run: DigestRun, ctx: SendContext)
     assert group is not None
     mailing_list = run.mailing_list
     return prepare_message(
-        from_name=ctx.branding.name,
+        from_name=ctx.current_branding(session).name,
         from_address=ctx.mail_from,
         subject=group.subject,
         html_template=group.html_template,
