@@ -557,7 +557,9 @@ def test_a_sent_circular_versions_cannot_change_in_the_admin(auth, client, sessi
         response = auth.post_form(draft, url, data)
         assert response.status_code == 302, url
         assert snapshot(session, circular.id) == before, url
-    assert "can no longer change" in client.get(draft).text
+    page = client.get(draft).text
+    assert "can no longer change" in page
+    assert f'href="/admin/circulars/{circular.id}/preview?lang=fr" lang="fr">Français</a>' in page
 
 
 # --- a real browser -------------------------------------------------------------------------
