@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, case, func, literal, or_
+from sqlalchemy import ColumnElement, case, func, literal, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from .languages import CIRCULAR_LANGUAGES, base_language, circular_language
 from .mail.render import RenderError, check_single_line
-from .models import Attachment, Circular, CircularTranslation, utcnow
+from .models import Attachment, Circular, CircularTranslation, Subscriber, utcnow
+from .sending.service import recipients_query
 
 TITLE_MAX = 300
 BODY_MAX = 500_000
@@ -199,3 +200,23 @@ def version_column(
         for code in others
     ]
     return case(*whens, else_=literal(default))
+
+
+def recipients_by_version(
+    session: Session, circular: Circular, list_ids: Sequence[int]
+) -> dict[str, int]:
+    """How many of a send's recipients would get each version, as the snapshot chooses."""
+    if not list_ids:
+        return {}
+    chosen = version_column(Subscriber.language, circular.languages, circular.default_language)
+    recipients = (
+        recipients_query(circular.id, list_ids)
+        .add_columns(chosen.label("version"))
+        .group_by(Subscriber.language)
+        .subquery()
+    )
+    rows = session.execute(
+        select(recipients.c.version, func.count()).group_by(recipients.c.version)
+    )
+    counts = {str(language): int(count) for language, count in rows}
+    return {code: counts[code] for code in circular.languages if code in counts}

@@ -600,3 +600,23 @@ def test_arabic_archive_page_is_right_to_left_in_chromium(
         == "ltr"
     )
     page.close()
+
+
+def test_send_page_counts_the_recipients_of_each_version(auth, client, session):
+    auth.create_user()
+    auth.login()
+    members = members_with(session, ["en", "ar", "de", "fr-CA", "ar-EG"])
+    circular = Circular(title="Meeting", body_markdown="Agenda.")
+    session.add(circular)
+    session.flush()
+    add_version(session, circular, "ar", "اجتماع", "جدول الأعمال")
+    add_version(session, circular, "fr", "Réunion", "Ordre du jour")
+    add_version(session, circular, "zh", "会议", "议程")
+    session.commit()
+    page = client.get(f"/admin/circulars/{circular.id}/send?lists={members.id}").text
+    assert "5 people will receive it." in page
+    line = re.search(r'<p id="recipient-versions">(.*?)</p>', page, re.S).group(1)
+    assert re.sub(r"<[^>]+>", "", line) == (
+        "In their language: 2 in English (the default, also for languages without a version), "
+        "2 in العربية, 1 in Français."
+    )

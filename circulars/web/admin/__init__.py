@@ -22,6 +22,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
 from ...extensions import db
+from ...language_versions import recipients_by_version
 from ...mail.outbox import Outbox
 from ...mail.personalise import RecipientFields, fill
 from ...mail.render import RenderError
@@ -379,6 +380,9 @@ def send(circular_id: int) -> Any:
         form=form,
         count=count,
         next_number=next_number,
+        by_version=recipients_by_version(db.session, circular, form.lists.data or [])
+        if len(circular.languages) > 1
+        else {},
     ), status
 
 
