@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, url_for
+from sqlalchemy.exc import IntegrityError
 
 from ...extensions import db
 from ...language_versions import (
@@ -81,12 +82,20 @@ def new_version(circular_id: int) -> Any:
             item = add_version(
                 db.session, circular, form.language.data, form.title.data, form.body.data
             )
+            db.session.commit()
         except TranslationRefused as exc:
             db.session.rollback()
             circular = _circular_or_404(circular_id)
             form.language.errors = [*form.language.errors, str(exc)]
+        except IntegrityError:
+            # Someone added the same language at the same moment; theirs stays.
+            db.session.rollback()
+            circular = _circular_or_404(circular_id)
+            form.language.errors = [
+                *form.language.errors,
+                "Someone else added this language just now; edit their version instead.",
+            ]
         else:
-            db.session.commit()
             flash(f"{circular_language_name(item.language)} version added.", "success")
             return _back(circular)
     elif not form.is_submitted():
