@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -13,16 +14,19 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import Select, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
 from ..extensions import db, login_manager
+from ..mail.branding import Branding
 from ..models import User
 from ..paging import PageNumbers
 from ..storage import FileStore, format_size
-from ..wiring import branding
+from ..wiring import branding, default_branding
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 
 def settings() -> Settings:
@@ -31,6 +35,20 @@ def settings() -> Settings:
 
 def files() -> FileStore:
     return current_app.extensions["circulars.files"]  # type: ignore[no-any-return]
+
+
+def page_branding(current: Settings) -> Branding:
+    """The saved branding, or the environment's when the database cannot say.
+
+    An error page must render while the database is down, and so must a page of an
+    instance whose database is not migrated yet.
+    """
+    try:
+        return branding(current, db.session())
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        log.warning("branding: using the ORG_* settings, the database did not answer: %s", exc)
+        return default_branding(current)
 
 
 def sender_required(view: F) -> F:
@@ -78,7 +96,7 @@ def register_helpers(app: Flask) -> None:
     @app.context_processor
     def inject() -> dict[str, Any]:
         current = settings()
-        return {"settings": current, "org": branding(current)}
+        return {"settings": current, "org": page_branding(current)}
 
     @app.template_filter("filesize")
     def _filesize(size: int) -> str:
