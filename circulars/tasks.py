@@ -30,6 +30,7 @@ POLL_BOUNCES = "circulars.poll_bounces"
 DIGEST_TICK = "circulars.digest_tick"
 RUN_DIGEST = "circulars.run_digest"
 SEND_ENDORSEMENT_CONFIRMATION = "circulars.send_endorsement_confirmation"
+PURGE_UNCONFIRMED_ENDORSEMENTS = "circulars.purge_unconfirmed_endorsements"
 
 #: The periodic jobs, each with a stable id (the key), run by `celery beat`.
 SCHEDULE: dict[str, dict[str, Any]] = {
@@ -37,6 +38,10 @@ SCHEDULE: dict[str, dict[str, Any]] = {
     "start-scheduled-sends": {"task": START_DUE_SENDS, "schedule": 30.0},
     "sweep-stalled-imports": {"task": SWEEP_IMPORTS, "schedule": 300.0},
     "purge-unconfirmed-subscriptions": {"task": PURGE_UNCONFIRMED, "schedule": 24 * 3600.0},
+    "purge-unconfirmed-endorsements": {
+        "task": PURGE_UNCONFIRMED_ENDORSEMENTS,
+        "schedule": 24 * 3600.0,
+    },
     # Finds the lists whose weekly or monthly digest is due (or stalled) and runs them; a tick
     # queued behind a busy worker is dropped when the next one is due (nothing is lost by that).
     "digests": {"task": DIGEST_TICK, "schedule": 60.0, "options": {"expires": 60.0}},

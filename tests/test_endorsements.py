@@ -820,3 +820,38 @@ def test_a_wrong_slug_redirects_to_the_form(client, session, slug):
     response = client.get(f"/circulars/{circular.number}-{slug}/endorse")
     assert response.status_code == 301
     assert response.headers["Location"].endswith(form_url(circular))
+
+
+def test_purge_forgets_only_endorsements_nobody_confirmed(session):
+    from circulars.endorsements.service import purge_unconfirmed
+
+    circular = publish(session)
+    old = utcnow() - timedelta(days=31)
+    for name, status, updated in [
+        ("Stale Unconfirmed", "pending_confirmation", old),
+        ("Fresh Unconfirmed", "pending_confirmation", utcnow()),
+        ("Old Confirmed", "confirmed", old),
+        ("Old Approved", "approved", old),
+    ]:
+        session.add(
+            Endorsement(
+                circular_id=circular.id,
+                organisation=name,
+                org_key=normalise_organisation(name),
+                country="KE",
+                contact_name="C",
+                email="c@example.org",
+                comment="",
+                status=status,
+                created_at=old,
+                updated_at=updated,
+            )
+        )
+    session.commit()
+    assert purge_unconfirmed(session, older_than=timedelta(days=30)) == 1
+    session.commit()
+    assert sorted(row.organisation for row in rows(session)) == [
+        "Fresh Unconfirmed",
+        "Old Approved",
+        "Old Confirmed",
+    ]

@@ -16,9 +16,9 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -283,6 +283,26 @@ def decide(
             changed += 1
     session.flush()
     return DecideOutcome(changed, unchanged, unconfirmed)
+
+
+def purge_unconfirmed(
+    session: Session, *, older_than: timedelta, now: datetime | None = None
+) -> int:
+    """Forget endorsements whose address nobody confirmed: contact details no one vouched for.
+
+    An endorsement untouched (no new submission) for `older_than` while still
+    unconfirmed is deleted; returns how many. The caller commits.
+    """
+    cutoff = (now or utcnow()) - older_than
+    result = session.execute(
+        delete(Endorsement)
+        .where(
+            Endorsement.status == EndorsementStatus.PENDING_CONFIRMATION,
+            Endorsement.updated_at < cutoff,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # --- what the public sees ----------------------------------------------------------------
