@@ -59,6 +59,15 @@ LIMIT_SCOPE = "endorse"
 ENDORSE_MAILS_PER_ADDRESS = 3
 
 
+#: The domain's refusals (endorsements.service has no gettext), as the catalogue has them.
+REFUSALS = {
+    "Enter the name of your organisation.": _l("Enter the name of your organisation."),
+    "Choose a country from the list.": _l("Choose a country from the list."),
+    "Enter the name of a contact person.": _l("Enter the name of a contact person."),
+    "This is not a valid email address.": _l("This is not a valid email address."),
+}
+
+
 class EndorseForm(FlaskForm):
     organisation = StringField(
         _l("Organisation"),
@@ -215,7 +224,7 @@ def endorse(number: int, slug: str) -> Any:
         field = getattr(form, exc.field) if exc.field else None
         if field is None:
             return _closed(circular, 409)
-        field.errors = [_(str(exc))]
+        field.errors = [REFUSALS.get(str(exc), str(exc))]
         return _form(circular, form, 400)
     db.session.commit()
     if _may_mail(submission.email):
