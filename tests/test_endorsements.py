@@ -855,3 +855,27 @@ def test_purge_forgets_only_endorsements_nobody_confirmed(session):
         "Old Approved",
         "Old Confirmed",
     ]
+
+
+def test_the_form_and_the_list_in_arabic_right_to_left(client, session):
+    circular = publish(session)
+    session.add(
+        Endorsement(
+            circular_id=circular.id,
+            organisation="شبكة العمال المهاجرين",
+            org_key=normalise_organisation("شبكة العمال المهاجرين"),
+            country="KE",
+            contact_name="C",
+            email="c@example.org",
+            comment="",
+            status="approved",
+        )
+    )
+    session.commit()
+    form = client.get(form_url(circular) + "?lang=ar").text
+    assert '<html lang="ar" dir="rtl">' in form
+    assert "أيّد هذا البيان" in form
+    assert '<option value="KE">كينيا</option>' in form
+    archive = client.get(page_url(circular) + "?lang=ar").text
+    assert listed(archive) == ["شبكة العمال المهاجرين (كينيا)"]
+    assert "أيّدت منظمة واحدة هذا البيان (1)." in archive
