@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .images import EXTENSIONS, CheckedImage
@@ -356,18 +357,40 @@ def save_branding(
     if logo is not None:
         if len(logo.data) > LOGO_MAX_SIZE:
             raise BrandingInvalid({"logo": "The logo is too large."})
-        stored = files.save(io.BytesIO(logo.data), f"logo.{logo.extension}", logo.content_type)
-        if session.get(BrandingLogo, stored.sha256) is None:
-            session.add(
-                BrandingLogo(
-                    sha256=stored.sha256,
-                    content_type=logo.content_type,
-                    width=logo.width,
-                    height=logo.height,
-                    size=stored.size,
-                )
+        files.save(io.BytesIO(logo.data), f"logo.{logo.extension}", logo.content_type)
+    # Two admins saving the very first time (or the same new logo) at once both insert:
+    # the second one's insert fails, and its second try updates what the first stored.
+    for attempt in (1, 2):
+        try:
+            row = _store(session, values, user=user, logo=logo, remove_logo=remove_logo)
+            session.commit()
+            return row
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _store(
+    session: Session,
+    values: BrandingValues,
+    *,
+    user: User | None,
+    logo: CheckedImage | None,
+    remove_logo: bool,
+) -> BrandingSettings:
+    if logo is not None and session.get(BrandingLogo, logo.sha256) is None:
+        session.add(
+            BrandingLogo(
+                sha256=logo.sha256,
+                content_type=logo.content_type,
+                width=logo.width,
+                height=logo.height,
+                size=len(logo.data),
             )
-            session.flush()
+        )
+        session.flush()
     row = session.scalar(
         select(BrandingSettings)
         .where(BrandingSettings.id == BRANDING_ROW_ID)
@@ -390,5 +413,5 @@ def save_branding(
     row.updated_at = utcnow()
     row.updated_by_id = user.id if user is not None else None
     row.updated_by_email = user.email if user is not None else ""
-    session.commit()
+    session.flush()
     return row

@@ -274,6 +274,28 @@ def test_save_after_preview_keeps_the_previewed_logo(app, admin, client, session
     assert client.get(f"/branding/logo/{stored.sha256}.webp").data == logo
 
 
+def test_a_new_logo_replaces_the_old_one_which_stays_served(app, admin, client, session):
+    first, second = image_bytes("PNG", (200, 50)), image_bytes("JPEG", (90, 90))
+    assert post_branding(client, form_data(), logo=("a.png", first)).status_code == 302
+    old_sha = session.scalar(select(BrandingSettings.logo_sha256))
+    assert post_branding(client, form_data(), logo=("b.jpg", second)).status_code == 302
+    row = session.scalar(select(BrandingSettings))
+    assert row.version == 2 and row.logo_sha256 != old_sha
+    # Mail sent with the first logo still shows it.
+    assert client.get(f"/branding/logo/{old_sha}.png").data == first
+    assert client.get(f"/branding/logo/{row.logo_sha256}.jpg").data == second
+    assert f'src="/branding/logo/{row.logo_sha256}.jpg"' in client.get("/circulars").text
+    # Saving again without a file keeps the logo; "No logo" removes it.
+    assert post_branding(client, form_data(name="Same Logo")).status_code == 302
+    assert session.scalar(select(BrandingSettings.logo_sha256)) == row.logo_sha256
+    assert post_branding(client, form_data(remove_logo="y")).status_code == 302
+    assert session.scalar(select(BrandingSettings.logo_sha256)) is None
+    assert "brand-logo" not in client.get("/circulars").text
+    # Any other file of the store (an attachment) is not served as a logo.
+    attachment = app.extensions["circulars.files"].save(io.BytesIO(b"%PDF-1.4 secret"), "a.pdf")
+    assert client.get(f"/branding/logo/{attachment.sha256}.png").status_code == 404
+
+
 # --- refused ----------------------------------------------------------------------------------
 
 NOT_AN_IMAGE = b"%PDF-1.4\n% not an image at all\n" + b"x" * 500
