@@ -8,7 +8,8 @@ one global database: the test process keeps its own app (if any) untouched and r
 outcome through an engine of its own.
 
 Run as a script (`python tests/fault_stack.py setup N`), it is that set-up: migrations, a
-list, N subscribers, a circular, and `circulars send`; it prints the send's id.
+list, N subscribers, a circular, and `circulars send`; it prints the send's id. With
+`digest-setup N` it sets up a weekly digest due now instead (see `_digest_setup`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from email import policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -77,6 +79,7 @@ class FaultyRelay:
         self.lock = threading.Lock()
         self.received: Counter[str] = Counter()
         self.subjects: Counter[str] = Counter()
+        self.pairs: Counter[tuple[str, str]] = Counter()  # (recipient, subject)
         self.taken = 0
         self.drops = 0
         self._headers = BytesHeaderParser(policy=policy.default)
@@ -89,6 +92,13 @@ class FaultyRelay:
     def counts(self) -> Counter[str]:
         with self.lock:
             return Counter(self.received)
+
+    def subjects_by_recipient(self) -> dict[str, Counter[str]]:
+        with self.lock:
+            found: dict[str, Counter[str]] = {}
+            for (recipient, subject), count in self.pairs.items():
+                found.setdefault(recipient, Counter())[subject] += count
+            return found
 
     def _abort(self, server: Any) -> None:
         with self.lock:
@@ -111,6 +121,7 @@ class FaultyRelay:
         with self.lock:
             self.received.update(envelope.rcpt_tos)
             self.subjects[subject] += 1
+            self.pairs.update((rcpt, subject) for rcpt in envelope.rcpt_tos)
             self.taken += 1
             number = self.taken
         if self.drop_every and number % self.drop_every == 0:
@@ -381,7 +392,154 @@ def _setup(recipients: int) -> None:
     print(f"send-id {match.group(1)}", flush=True)
 
 
+# --- a digest due now ----------------------------------------------------------------------
+
+DIGEST_LIST = "Partner organisations"
+DIGEST_TITLES = (
+    "Global Compact: last round of negotiations",
+    "Regional consultation in Nairobi",
+    "Annual report of the network",
+)
+
+
+def digest_circular_counts(recipients: int) -> dict[str, int]:
+    """How many circulars each reader's digest holds: the last third joined after the first."""
+    late = recipients * 2 // 3
+    return {email: 3 if index < late else 2 for index, email in enumerate(addresses(recipients))}
+
+
+def queue_digest_setup(env: dict[str, str], recipients: int, log_path: Path) -> datetime:
+    """Run `_digest_setup` in a process of its own; the period_end of the digest due now."""
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "digest-setup", str(recipients)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log_path.write_text(result.stdout + result.stderr)
+    match = re.search(r"^digest-due (\S+)$", result.stdout, re.MULTILINE)
+    if result.returncode != 0 or match is None:
+        raise RuntimeError(f"set-up failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return datetime.fromisoformat(match.group(1))
+
+
+def _digest_setup(recipients: int) -> None:
+    """A list whose weekly digest is due this hour (TIMEZONE=UTC), N weekly readers (a quarter
+    in French), and three circulars sent to it in the last two hours, the first before the
+    last third of the readers joined. Nothing is queued: the test starts the digest.
+
+    The readers' and sends' times are in the past, so they are dated here in the database,
+    as the digest tests date them to their simulated clock."""
+    from datetime import UTC, timedelta
+
+    from click.testing import CliRunner
+    from sqlalchemy import select, update
+
+    from circulars import create_app
+    from circulars.cli import main
+    from circulars.extensions import db
+    from circulars.models import Circular, MailingList, Send, SendStatus, Subscriber, Subscription
+    from circulars.sending import engine
+    from circulars.sending.service import create_send
+
+    instance = Path(os.environ["INSTANCE_PATH"])
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        if result.exit_code != 0:
+            raise SystemExit(f"circulars {' '.join(args)}: {result.exit_code}\n{result.output}")
+        return str(result.output)
+
+    run("db", "upgrade")
+    run("lists", "create", "partners", "--name", DIGEST_LIST)
+    people = instance / "people.csv"
+    people.write_text(
+        "email,name,language\n"
+        + "".join(
+            f"{email},Reader {email[6:11]},{'fr' if index % 4 == 3 else 'en'}\n"
+            for index, email in enumerate(addresses(recipients))
+        ),
+        encoding="utf-8",
+    )
+    output = run("subscribers", "import", str(people), "--list", "partners")
+    if f"{recipients} subscribed" not in output:
+        raise SystemExit(f"import: {output}")
+    circular_ids = []
+    for title in DIGEST_TITLES:
+        body = instance / "body.md"
+        body.write_text(f"News of the network: {title}.\n\nDetails follow.\n", encoding="utf-8")
+        created = run("circulars", "create", "--title", title, "--body", str(body), "--list",
+                      "partners").strip()  # fmt: skip
+        circular_ids.append(int(created))
+
+    app = create_app()
+    with app.app_context():
+        session = db.session
+        ctx = app.extensions["circulars.send_context"]
+        due = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        partners = session.scalar(select(MailingList).where(MailingList.slug == "partners"))
+        assert partners is not None
+        partners.digest_weekday, partners.digest_weekly_hour = due.weekday(), due.hour
+        late_from = addresses(recipients)[recipients * 2 // 3]
+        for joined, which in (
+            (due - timedelta(hours=3), Subscriber.email < late_from),
+            (due - timedelta(minutes=90), Subscriber.email >= late_from),
+        ):
+            session.execute(
+                update(Subscription)
+                .where(
+                    Subscription.list_id == partners.id,
+                    Subscription.subscriber_id.in_(select(Subscriber.id).where(which)),
+                )
+                .values(
+                    delivery="weekly", confirmed_at=joined, created_at=joined, digest_since=joined
+                )
+            )
+        session.commit()
+        for circular_id, ago in zip(circular_ids, (120, 60, 30), strict=True):
+            send = create_send(session, circular_id, [partners.id])
+            session.commit()
+            if engine.start_send(session, send.id, ctx):
+                raise SystemExit("the circular had readers of every circular; expected none")
+            sent_at = due - timedelta(minutes=ago)
+            session.execute(update(Send).where(Send.id == send.id).values(started_at=sent_at))
+            session.execute(
+                update(Circular).where(Circular.id == circular_id).values(first_sent_at=sent_at)
+            )
+            session.commit()
+            status = session.scalar(select(Send.status).where(Send.id == send.id))
+            if status != SendStatus.DONE:
+                raise SystemExit(f"send {send.id} is {status}, not done")
+    print(f"digest-due {due.isoformat()}", flush=True)
+
+
+class TaskClient:
+    """Queues a task by name on the stack's broker, as beat does (no app, no result)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from celery import Celery
+
+        from circulars.broker import celery_broker_options
+
+        self.celery = Celery("fault-stack-client", set_as_current=False)
+        self.celery.config_from_object(
+            {**celery_broker_options(env["CELERY_BROKER_URL"]), "task_ignore_result": True}
+        )
+
+    def send(self, name: str, *args: Any) -> None:
+        self.celery.send_task(name, args=args)
+
+    def close(self) -> None:
+        self.celery.close()
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "setup":
-        raise SystemExit("usage: fault_stack.py setup RECIPIENTS")
-    _setup(int(sys.argv[2]))
+    if len(sys.argv) != 3 or sys.argv[1] not in ("setup", "digest-setup"):
+        raise SystemExit("usage: fault_stack.py setup|digest-setup RECIPIENTS")
+    if sys.argv[1] == "setup":
+        _setup(int(sys.argv[2]))
+    else:
+        _digest_setup(int(sys.argv[2]))

@@ -11,6 +11,7 @@ the duplicate counts; they are also in each assertion message.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -29,10 +30,15 @@ from fault_stack import (
     PrivatePostgres,
     PrivateRedis,
     RelayServer,
+    TaskClient,
     addresses,
+    digest_circular_counts,
+    queue_digest_setup,
     queue_send,
     wait_until,
 )
+
+from circulars.tasks import DIGEST_TICK
 
 from conftest import (
     PG_ADMIN_URL,
@@ -82,10 +88,9 @@ class FaultStack:
     def queue_send(self, recipients: int) -> int:
         return queue_send(self.env, recipients, self.workdir / "setup.log")
 
-    def state(self, send_id: int) -> dict[str, Any] | None:
-        """The send's status and delivery counts, or None while the database is away."""
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.exc import DBAPIError
+    def engine(self) -> Any:
+        """An engine of the test's own on the stack's database (not the app's)."""
+        from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
         from circulars.config import parse_database_url
@@ -94,8 +99,15 @@ class FaultStack:
             self._engine = create_engine(
                 parse_database_url(self.env["DATABASE_URL"]), poolclass=NullPool
             )
+        return self._engine
+
+    def state(self, send_id: int) -> dict[str, Any] | None:
+        """The send's status and delivery counts, or None while the database is away."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
         try:
-            with self._engine.connect() as conn:
+            with self.engine().connect() as conn:
                 status = conn.execute(
                     text("SELECT status FROM sends WHERE id = :id"), {"id": send_id}
                 ).scalar_one()
@@ -381,3 +393,146 @@ def test_relay_drops_the_connection_after_every_100th_message(build_stack, backe
         # 100th message is its last quits first, so a few drops do not happen.)
         assert relay.drops >= recipients // 200, report
         assert duplicates == 0, report
+
+
+# --- a digest run --------------------------------------------------------------------------
+
+
+def digest_state(stack: FaultStack) -> dict[str, Any] | None:
+    """The (one) digest run's status and its delivery counts, or None before it exists."""
+    from sqlalchemy import text
+
+    with stack.engine().connect() as conn:
+        runs = conn.execute(text("SELECT id, status, total FROM digest_runs")).all()
+        if not runs:
+            return None
+        assert len(runs) == 1, f"one period, one run: {runs}"
+        run_id, status, total = runs[0]
+        counts = dict(
+            conn.execute(
+                text(
+                    "SELECT status, count(*) FROM digest_deliveries WHERE run_id = :id "
+                    "GROUP BY status"
+                ),
+                {"id": run_id},
+            ).all()
+        )
+    return {"status": status, "total": total, **counts}
+
+
+def digest_rows(stack: FaultStack) -> dict[str, tuple[str, str, int]]:
+    """Each reader's delivery row: {address: (status, the group's subject, circulars held)}."""
+    from sqlalchemy import text
+
+    with stack.engine().connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT d.email, d.status, g.subject, d.circular_ids FROM digest_deliveries d "
+                "JOIN digest_groups g ON g.id = d.group_id"
+            )
+        ).all()
+    found = {}
+    for email, status, subject, circular_ids in rows:
+        ids = json.loads(circular_ids) if isinstance(circular_ids, str) else circular_ids
+        found[email] = (status, subject, len(ids))
+    return found
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_worker_sigkilled_mid_digest_then_a_new_worker_finishes(build_stack, backend):
+    """Issue 5: "never sent twice for the same period, also when ... a worker dies half-way".
+
+    Beat's tick (DIGEST_TICK, queued by name as beat does) creates the run and a real worker
+    snapshots and delivers it; it is SIGKILLed once a third of the rows are marked sent. A
+    new worker and further ticks (beat's, every few seconds instead of every minute) take up
+    the rows once the dead worker's lease is over.
+    """
+    readers = 3000
+    stack = build_stack(backend, FaultyRelay())
+    due = queue_digest_setup(stack.env, readers, stack.workdir / "setup.log")
+    expected = digest_circular_counts(readers)
+    beat = TaskClient(stack.env)
+    stack.cleanups.append(beat.close)
+    first = stack.start_worker("killed")
+    beat.send(DIGEST_TICK)
+
+    def sent_so_far() -> int:
+        state = digest_state(stack)
+        return int(state.get("sent", 0)) if state else 0
+
+    wait_until("a third of the digests marked sent", lambda: sent_so_far() >= readers // 3, 120)
+    first.stop(signal.SIGKILL)
+    stack.fault()
+    assert first.process is not None and first.process.poll() is not None
+    time.sleep(0.5)  # what the relay was taking when the connection went
+    at_kill = digest_state(stack)
+    assert at_kill is not None and at_kill["status"] == "running", at_kill
+    assert at_kill["total"] == readers and at_kill["sent"] < readers, at_kill
+    rows_at_kill = digest_rows(stack)
+    sent_at_kill = {email for email, row in rows_at_kill.items() if row[0] == "sent"}
+    received_at_kill = stack.relay.counts()
+    # Taken by the relay but not marked sent: what was in flight on the killed connections.
+    in_flight = set(received_at_kill) - sent_at_kill
+    killed_at = stack.relay.total
+
+    stack.start_worker("second")
+    last: dict[str, Any] = {}
+
+    def done() -> bool:
+        beat.send(DIGEST_TICK)
+        state = digest_state(stack)
+        last.clear()
+        last.update(state or {})
+        finished = bool(state and state["status"] == "done")
+        if finished:
+            stack.done_at = time.monotonic()
+        return finished
+
+    try:
+        wait_until("the digest run to finish", done, timeout=120, every=2)
+    except AssertionError as exc:
+        logs = "\n".join(
+            f"--- {w.log_path.name}\n{w.log_path.read_text(errors='replace')[-3000:]}"
+            for w in stack.workers
+        )
+        raise AssertionError(f"{exc}; last state {last}\n{logs}") from None
+    # Beat keeps ticking after the run is done: nothing more is sent, no second run appears.
+    taken = stack.relay.total
+    for _ in range(3):
+        beat.send(DIGEST_TICK)
+        time.sleep(1)
+    assert stack.relay.total == taken, "a digest went out after the run was done"
+
+    state = digest_state(stack)
+    assert state == {"status": "done", "total": readers, "sent": readers}, state
+    rows = digest_rows(stack)
+    assert set(rows) == set(expected)
+    got = stack.relay.subjects_by_recipient()
+    missing = set(expected) - set(got)
+    assert not missing, f"{len(missing)} readers got no digest, e.g. {sorted(missing)[:5]}"
+    assert set(got) == set(expected), set(got) - set(expected)
+    for email, (status, subject, held) in rows.items():
+        assert (status, held) == ("sent", expected[email]), (email, rows[email])
+        # The digest rendered for their group (circulars and language), and no other.
+        assert set(got[email]) == {subject}, (email, got[email], subject)
+    assert len({subject for _, subject, _ in rows.values()}) == 4  # 3 or 2 circulars, en or fr
+    assert all(f"{due.day} " in subject for _, subject, _ in rows.values()), rows[addresses(1)[0]]
+
+    received = stack.relay.counts()
+    twice = {email for email, count in received.items() if count > 1}
+    duplicates = sum(count - 1 for count in received.values())
+    # No one recorded as sent before the kill got it again; the duplicates are the messages
+    # in flight, at most one per SMTP connection of the killed worker.
+    again = {email for email in sent_at_kill if received[email] != received_at_kill[email]}
+    assert not again, f"{len(again)} readers already sent got it again, e.g. {sorted(again)[:5]}"
+    report = (
+        f"digest SIGKILL at {at_kill['sent']} marked sent, {killed_at} taken [{backend}]: "
+        f"{readers} readers all reached, {stack.relay.total} messages taken by the relay, "
+        f"{duplicates} duplicates (in flight at the kill: {len(in_flight)}, allowed: "
+        f"{CONCURRENCY})"
+    )
+    if stack.fault_at is not None and stack.done_at is not None:
+        report += f"; done {stack.done_at - stack.fault_at:.0f} s after the fault"
+    print(f"\n{report}")
+    assert twice <= in_flight, report
+    assert duplicates <= len(in_flight) <= CONCURRENCY, report
