@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ from circulars.models import (
     MailingList,
     Send,
     Subscription,
+    utcnow,
 )
 from circulars.sending import engine
 from circulars.sending.service import create_send
@@ -469,6 +471,74 @@ def test_a_worker_dying_between_claim_and_mark_and_a_rerun_send_each_digest_once
     run = session.get(DigestRun, run.id)
     assert (run.status, run.sent_count, run.total) == (DigestRunStatus.DONE, 7, 7)
     assert runs.runs_to_resume(session, later + timedelta(hours=1)) == []
+
+
+class SlowMessenger:
+    """The real messenger, `delay` seconds a message; just before message `then_at`, `then()`."""
+
+    def __init__(self, inner, delay, then_at, then):
+        self.inner, self.delay, self.then_at, self.then, self.sent = inner, delay, then_at, then, 0
+
+    def connect(self):
+        connection = self.inner.connect()
+        outer = self
+
+        class Connection:
+            def send(self, envelope_from, recipient, message):
+                outer.sent += 1
+                if outer.sent == outer.then_at:
+                    outer.then()
+                time.sleep(outer.delay)
+                connection.send(envelope_from, recipient, message)
+
+            def close(self):
+                connection.close()
+
+        return Connection()
+
+
+def test_a_batch_slower_than_its_lease_keeps_its_rows_from_a_second_worker(
+    world, session, smtp_server
+):
+    """A slow relay (or a tight per-second limit) makes a batch outlast its lease: it renews
+    its claim on the rows it has not reached, so the tick does not hand them to another
+    worker, which would send them too."""
+    from circulars.extensions import db
+
+    w = world
+    readers = [f"s{index}@example.org" for index in range(6)]
+    for address in readers:
+        w.join(w.partners, address, delivery="weekly")
+    w.now = at(4)
+    w.send("Slow relay", [w.partners])
+    w.new_digests()
+    moment = at(9, 9, 1)
+    runs.create_due_runs(session, moment, w.ctx.timezone)
+    run_id = session.scalar(select(DigestRun.id))
+    assert runs.snapshot(session, run_id, w.ctx, now=moment)
+
+    # Real time from here on: each message takes 0.4 s, the lease is 1.5 s.
+    lease = timedelta(seconds=1.5)
+    fast = replace(w.ctx, claim_lease=lease, batch_size=50)
+    second = []
+
+    def tick_and_second_worker():
+        # Message 5 starts 1.6 s after the claim: past the lease it was claimed for.
+        own = Session(db.engine)
+        try:
+            resumable = runs.runs_to_resume(own, utcnow())
+            second.append((resumable, runs.run(own, run_id, fast).sent))
+        finally:
+            own.close()
+
+    slow = replace(
+        fast,
+        messenger=SlowMessenger(w.ctx.messenger, 0.4, then_at=5, then=tick_and_second_worker),
+    )
+    outcome = runs.run(session, run_id, slow)
+    assert second == [([], 0)], "the tick saw the slow batch's rows as free and sent them again"
+    assert (outcome.sent, outcome.finished) == (6, True)
+    assert sorted(w.new_digests()) == readers  # each exactly once
 
 
 def test_temporary_failures_wait_and_permanent_ones_are_recorded(world, session, smtp_server):

@@ -13,12 +13,15 @@ The steps, each safe to repeat and to run on several workers at once:
    the moment the relay accepts it, committed before the next message starts.
    A re-run (the tick finds the run stalled) takes only rows still pending and
    unclaimed, so no one gets a digest twice; a temporary failure holds its row
-   until its next try.
+   until its next try. A batch slower than its lease (a slow relay, a tight
+   per-second limit) renews its claim on the rows it has not reached, or the
+   tick would find them free and another worker would send them too.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -436,7 +439,11 @@ def deliver(
                     outcome.deferred += len(rows)
                     outcome.error = exc.reply
                     return outcome
+            renew_at = time.monotonic() + ctx.claim_lease.total_seconds() / 3
             for index, row in enumerate(rows):
+                if time.monotonic() >= renew_at:
+                    renew(session, rows[index:], ctx, now)
+                    renew_at = time.monotonic() + ctx.claim_lease.total_seconds() / 3
                 if row.subscriber_id is None:
                     _mark(
                         session,
@@ -500,6 +507,19 @@ def deliver(
             connection.close()
     outcome.finished = finish_if_complete(session, run_id, now=now)
     return outcome
+
+
+def renew(session: Session, rows: Sequence[Any], ctx: SendContext, now: datetime | None) -> None:
+    """Hold the batch's rows not reached yet for another lease from now."""
+    session.execute(
+        update(DigestDelivery)
+        .where(
+            DigestDelivery.id.in_([row.id for row in rows]),
+            DigestDelivery.status == DigestDeliveryStatus.PENDING,
+        )
+        .values(claimed_until=(now or utcnow()) + ctx.claim_lease)
+    )
+    session.commit()
 
 
 def _hold(
