@@ -1,7 +1,8 @@
 """Crash safety, done for real: a worker SIGKILLed mid-send, the broker (Redis) and the
 database (PostgreSQL) restarted mid-send, and a relay that cuts the connection after every
 100th message. Afterwards every recipient has the circular, the send is done with nothing
-pending, and the duplicates are at most the messages in flight on what was cut.
+pending, and the duplicates are at most the messages in flight on what was cut. The same
+for a weekly digest whose worker is SIGKILLed half-way.
 
 Each test builds its own stack (a private Redis, a fresh PostgreSQL database or a private
 cluster, or SQLite files), its own relay, worker and beat, with short recovery settings:
@@ -438,7 +439,7 @@ def digest_rows(stack: FaultStack) -> dict[str, tuple[str, str, int]]:
     return found
 
 
-@pytest.mark.parametrize("backend", ["postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_worker_sigkilled_mid_digest_then_a_new_worker_finishes(build_stack, backend):
     """Issue 5: "never sent twice for the same period, also when ... a worker dies half-way".
 
