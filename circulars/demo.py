@@ -10,7 +10,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .accounts import create_user
-from .models import Attachment, Circular, MailingList, Role, User
+from .language_versions import add_version
+from .models import (
+    Attachment,
+    Circular,
+    DeliveryMode,
+    MailingList,
+    Role,
+    Subscription,
+    User,
+)
+from .models.base import utcnow
 from .storage import FileStore
 from .subscribers.service import add_to_list
 
@@ -32,6 +42,23 @@ What we ask of member organisations:
 > which ones were taken up and why.
 
 Questions about the process go to the secretariat at any time.
+"""
+
+DEMO_BODY_FR = """\
+Chers collègues,
+
+Le deuxième cycle de rédaction de la déclaration régionale sur le recrutement
+équitable se termine le **15 janvier**. Le secrétariat a intégré au texte de
+travail ci-joint les commentaires reçus jusqu'ici.
+
+Ce que nous demandons aux organisations membres :
+
+1. Lire le texte de travail, en particulier les sections 3 (frais imposés aux
+   travailleurs) et 5 (accès à la justice).
+2. Envoyer leurs commentaires écrits avant le **8 janvier**.
+3. Nous dire qui parlera au nom de leur organisation lors de la séance de clôture.
+
+Le secrétariat répond à toute question sur le processus.
 """
 
 PEOPLE = [
@@ -64,7 +91,7 @@ def seed(session: Session, files: FileStore) -> Iterator[str]:
                 session, members, email, name=name, language=language, organization=organization
             )
             if index % 2 == 0:
-                add_to_list(
+                subscriber, _ = add_to_list(
                     session,
                     partners,
                     email,
@@ -72,6 +99,16 @@ def seed(session: Session, files: FileStore) -> Iterator[str]:
                     language=language,
                     organization=organization,
                 )
+                if index == 0:
+                    # One partner reads the weekly digest instead of every circular.
+                    subscription = session.scalars(
+                        select(Subscription).where(
+                            Subscription.subscriber_id == subscriber.id,
+                            Subscription.list_id == partners.id,
+                        )
+                    ).one()
+                    subscription.delivery = DeliveryMode.WEEKLY
+                    subscription.digest_since = utcnow()
         add_to_list(
             session, partners, "programme@example.net", name="", organization="Example Foundation"
         )
@@ -96,5 +133,16 @@ def seed(session: Session, files: FileStore) -> Iterator[str]:
             )
         ]
         session.add(circular)
-        yield " * Created demo lists (members, partners), 7 subscribers and a draft circular"
+        session.flush()
+        add_version(
+            session,
+            circular,
+            "fr",
+            "Deuxième cycle de rédaction de la déclaration sur le recrutement équitable",
+            DEMO_BODY_FR,
+        )
+        yield (
+            " * Created demo lists (members, partners), 7 subscribers (one on the weekly digest)"
+            " and a draft circular in English and French"
+        )
     session.commit()
