@@ -110,7 +110,10 @@ def list_archive(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     page = max(1, page)
     items = session.scalars(
-        query.order_by(Circular.number.desc()).offset((page - 1) * per_page).limit(per_page)
+        query.order_by(Circular.number.desc())
+        .offset((page - 1) * per_page)
+        .limit(per_page)
+        .options(selectinload(Circular.translations))
     ).all()
     return ArchivePage(items=items, page=page, per_page=per_page, total=total, filters=filters)
 
@@ -166,7 +169,14 @@ def years(session: Session) -> list[int]:
 
 def latest(session: Session, count: int = 20) -> list[Circular]:
     """The newest circulars, for the feed."""
-    return list(session.scalars(_published().order_by(Circular.number.desc()).limit(count)))
+    return list(
+        session.scalars(
+            _published()
+            .order_by(Circular.number.desc())
+            .limit(count)
+            .options(selectinload(Circular.translations))
+        )
+    )
 
 
 def _aware(value: datetime) -> datetime:

@@ -14,6 +14,9 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 ATOM_TYPE = "application/atom+xml"
 
 
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
 def _iso(value: datetime | None) -> str:
     value = value or datetime.now(UTC)
     if value.tzinfo is None:
@@ -50,6 +53,10 @@ def build_feed(
         if circular.number is None:  # not published; the query never returns one
             continue
         entry = _add(feed, "entry")
+        # The entry is the default version. Other versions are not listed as alternate links:
+        # readers (feedparser among them) take the last or the first alternate as "the" link,
+        # and a page links its versions itself.
+        entry.set(XML_LANG, circular.default_language)
         _add(entry, "id", f"{base}/circulars/{circular.number}")
         _add(entry, "title", circular.display_title)
         _add(entry, "updated", _iso(circular.first_sent_at))
@@ -59,6 +66,7 @@ def build_feed(
             "link",
             rel="alternate",
             type="text/html",
+            hreflang=circular.default_language,
             href=base + archive_path(circular.number, circular.title),
         )
         if circular.topic:

@@ -351,6 +351,27 @@ def test_archive_page_links_the_versions_and_arabic_is_rtl(app, client, fresh_cl
 # --- bad input ------------------------------------------------------------------------------
 
 
+def test_archive_list_and_feed_name_the_other_versions(app, client, session):
+    publish_with_versions(app, session)
+    listing = client.get("/circulars").text
+    also = re.search(r'<p class="versions muted">(.*?)</p>', listing, re.S)
+    assert also is not None
+    links = re.findall(r'<a href="([^"]+)" hreflang="(\w+)"', also.group(1))
+    assert links == [
+        ("/circulars/27-global-compact-last-round/ar", "ar"),
+        ("/circulars/27-global-compact-last-round/fr", "fr"),
+    ]
+    for href, _ in links:
+        assert client.get(href).status_code == 200
+
+    feed = feedparser.parse(client.get("/circulars/feed.atom").data)
+    assert not feed.bozo, feed.bozo_exception
+    (entry,) = feed.entries
+    assert entry.link.endswith("/circulars/27-global-compact-last-round")
+    assert [link.get("hreflang") for link in entry.links if link.rel == "alternate"] == ["en"]
+    assert '<entry xml:lang="en">' in client.get("/circulars/feed.atom").text
+
+
 def snapshot(session, circular_id):
     session.expire_all()
     circular = session.get(Circular, circular_id)

@@ -82,6 +82,7 @@ def archive() -> Any:
         years=years(db.session),
         sent_on=_sent_on,
         page_url=_page_url,
+        language_name=circular_language_name,
     )
 
 
