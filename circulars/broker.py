@@ -102,11 +102,18 @@ def celery_broker_options(broker_url: str) -> dict[str, str]:
     """Celery settings for a broker URL: `sqla+sqlite://` goes to this transport.
 
     kombu refuses import paths inside URLs, so the transport is named in
-    `broker_transport` and the URL keeps only the database part.
+    `broker_transport` and the URL keeps only the database part. The read and
+    write URLs are set as well: Celery takes the `CELERY_BROKER_URL` environment
+    variable (our setting's name too) over `broker_url`, and kombu takes the
+    `sqla+` of that URL over `broker_transport`, which silently ran every worker
+    started with the variable set on kombu's own channel.
     """
     if broker_url.startswith("sqla+sqlite://"):
+        url = broker_url.removeprefix("sqla+")
         return {
-            "broker_url": broker_url.removeprefix("sqla+"),
+            "broker_url": url,
+            "broker_read_url": url,
+            "broker_write_url": url,
             "broker_transport": f"{__name__}:Transport",
         }
     return {"broker_url": broker_url}

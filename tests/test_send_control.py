@@ -724,6 +724,9 @@ def test_send_wait_ends_when_the_send_is_cancelled_and_the_counts_add_up(
     canceller.join()
     assert result.exit_code == 5, result.output
     send_id = session.scalars(select(Send.id)).one()
+    # On SQLite every transaction holds the write lock (BEGIN IMMEDIATE): end this read
+    # one, or the workers cannot record their in-flight messages while the test waits.
+    session.commit()
     assert re.search(
         rf"send {send_id} was cancelled: \d+ sent, 0 failed, \d+ not sent\.", result.output
     )

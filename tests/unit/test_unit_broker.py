@@ -43,3 +43,19 @@ def test_threads_sharing_a_channel_lose_and_duplicate_nothing(tmp_path):
     connection.release()
     assert errors == []
     assert sorted(received) == list(range(putters * each))
+
+
+def test_workers_use_this_transport_when_the_url_comes_from_the_environment(tmp_path, monkeypatch):
+    # CELERY_BROKER_URL is our setting's name and Celery's own: Celery reads it over
+    # broker_url, and its `sqla+` would pick kombu's channel over ours.
+    from celery import Celery
+
+    from circulars.broker import Transport
+
+    url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    app = Celery("circulars-test", set_as_current=False)
+    app.conf.update(celery_broker_options(url))
+    for connection in (app.connection_for_read(), app.connection_for_write()):
+        assert isinstance(connection.transport, Transport)
+        connection.release()
