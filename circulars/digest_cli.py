@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from .models import Circular, MailingList, Subscription, SubscriptionStatus, utcnow
@@ -45,6 +46,7 @@ def _numbers(session: Any, circular_ids: tuple[int, ...]) -> str:
 
 
 @click.command("digests")
+@with_appcontext  # added with main.add_command, so FlaskGroup does not wrap it itself
 @click.option("--dry-run", is_flag=True, help="Only print what is due; send and record nothing.")
 @click.option("--list", "slug", default=None, help="Only this list (its short name).")
 @click.option(

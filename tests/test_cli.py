@@ -223,3 +223,31 @@ def test_circulars_create_with_a_topic_and_kept_out_of_the_archive(runner, sessi
         )
         assert refused.exit_code != 0 and "topic" in refused.output
     assert session.scalar(select(func.count()).select_from(Circular)) == before
+
+
+def test_digests_dry_run_from_the_console_script(tmp_path):
+    # As an operator runs it: its own process, the app made by the command group.
+    env = {
+        **os.environ,
+        "INSTANCE_PATH": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'circulars.db'}",
+    }
+    env.pop("CELERY_BROKER_URL", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "circulars.cli", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert cli("db", "upgrade").returncode == 0
+    result = cli("digests", "--dry-run", "--at", "2026-12-14T09:30")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["As of 2026-12-14 09:30 (UTC):", "No digest is due."]
+    result = cli("digests", "--dry-run", "--list", "nobody")
+    assert result.returncode == 2
+    assert "there is no list 'nobody'" in result.stderr
