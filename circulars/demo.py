@@ -91,7 +91,7 @@ def seed(session: Session, files: FileStore) -> Iterator[str]:
                 session, members, email, name=name, language=language, organization=organization
             )
             if index % 2 == 0:
-                subscriber, _ = add_to_list(
+                add_to_list(
                     session,
                     partners,
                     email,
@@ -99,19 +99,17 @@ def seed(session: Session, files: FileStore) -> Iterator[str]:
                     language=language,
                     organization=organization,
                 )
-                if index == 0:
-                    # One partner reads the weekly digest instead of every circular.
-                    subscription = session.scalars(
-                        select(Subscription).where(
-                            Subscription.subscriber_id == subscriber.id,
-                            Subscription.list_id == partners.id,
-                        )
-                    ).one()
-                    subscription.delivery = DeliveryMode.WEEKLY
-                    subscription.digest_since = utcnow()
-        add_to_list(
+        donor, _ = add_to_list(
             session, partners, "programme@example.net", name="", organization="Example Foundation"
         )
+        # The donor, on no other list, reads partners as a weekly digest instead.
+        subscription = session.scalars(
+            select(Subscription).where(
+                Subscription.subscriber_id == donor.id, Subscription.list_id == partners.id
+            )
+        ).one()
+        subscription.delivery = DeliveryMode.WEEKLY
+        subscription.digest_since = utcnow()
         stored = files.save(
             io.BytesIO(
                 b"Regional declaration on fair recruitment\nWorking text, second round\n\n"
@@ -123,7 +121,7 @@ def seed(session: Session, files: FileStore) -> Iterator[str]:
             title="Second drafting round of the declaration on fair recruitment",
             body_markdown=DEMO_BODY,
         )
-        circular.lists = [members]
+        circular.lists = [members, partners]
         circular.attachments = [
             Attachment(
                 filename=stored.filename,

@@ -17,10 +17,11 @@ def test_seed_creates_lists_people_and_a_bilingual_draft_once(app, session):
     assert set(lists) == {"members", "partners"}
     assert session.scalar(select(func.count(Subscriber.id))) == 7
     weekly = session.scalars(select(Subscription).where(Subscription.delivery == "weekly")).all()
-    assert [(item.list_id, item.digest_since is not None) for item in weekly] == [
-        (lists["partners"].id, True)
-    ]
+    assert [
+        (item.subscriber.email, item.list_id, item.digest_since is not None) for item in weekly
+    ] == [("programme@example.net", lists["partners"].id, True)]
     draft = session.scalars(select(Circular)).one()
+    assert [item.slug for item in draft.lists] == ["members", "partners"]
     assert draft.is_draft and draft.default_language == "en"
     assert [item.language for item in draft.translations] == ["fr"]
     assert draft.translations[0].title.startswith("Deuxième cycle")
