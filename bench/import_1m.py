@@ -12,11 +12,11 @@ import, against the RSS before it: run with --rows 250000 too and compare.
     .venv/bin/python bench/import_1m.py --stack sqlite
     .venv/bin/python bench/import_1m.py --stack postgres --rows 250000
     .venv/bin/python bench/import_1m.py --stack sqlite --profile   # cProfile, top 25
-    .venv/bin/python bench/import_1m.py --stack postgres --private-pg  # production settings
+    .venv/bin/python bench/import_1m.py --stack postgres --private-pg  # tuned server
 
-With --private-pg the import runs on a private PostgreSQL cluster started with
-the settings docker-compose.yml gives production (bench/pg_cluster.py) instead
-of the machine's shared server with Debian's defaults (BENCH_PG_URL).
+With --private-pg the import runs on a private PostgreSQL cluster tuned for bulk
+loads (bench/pg_cluster.py) instead of the machine's shared server with
+Debian's defaults (BENCH_PG_URL).
 """
 
 from __future__ import annotations
@@ -130,20 +130,20 @@ def main() -> None:
     parser.add_argument(
         "--private-pg",
         action="store_true",
-        help="a private PostgreSQL cluster with the production settings (bench/pg_cluster.py)",
+        help="a private PostgreSQL cluster tuned for bulk loads (bench/pg_cluster.py)",
     )
     options = parser.parse_args()
     if options.stack == "pg":
         options.stack = "postgres"
     if options.private_pg:
-        from pg_cluster import PRODUCTION_SETTINGS, private_cluster
+        from pg_cluster import TUNED_SETTINGS, private_cluster
 
         global PG_ADMIN
         with private_cluster() as url:
             PG_ADMIN = url
             print(
                 "private PostgreSQL cluster:",
-                ", ".join(f"{k}={v}" for k, v in PRODUCTION_SETTINGS.items()),
+                ", ".join(f"{k}={v}" for k, v in TUNED_SETTINGS.items()),
             )
             bench(options)
         return

@@ -1,10 +1,10 @@
-"""A private PostgreSQL cluster for benchmarks, configured as docker-compose.yml runs production.
+"""A private PostgreSQL cluster tuned for bulk loads, to tell server settings from our code.
 
 The machine's shared server keeps Debian's defaults (128 MB of shared buffers,
-1 GB of WAL between checkpoints), sized for a laptop; the production stack
-gives PostgreSQL the settings in `PRODUCTION_SETTINGS`. Benchmarks that claim
-a production figure start this cluster (Debian's initdb and pg_ctl, as the
-`postgres` user when run as root), use it, and remove it.
+1 GB of WAL between checkpoints). A benchmark run with `--private-pg` starts
+this cluster with `TUNED_SETTINGS` (Debian's initdb and pg_ctl, as the
+`postgres` user when run as root), uses it, and removes it. If a figure moves
+with these settings, the server's configuration is what limits it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-#: Keep in step with the `command:` of the postgres service in docker-compose.yml.
-PRODUCTION_SETTINGS = {
+#: Larger than Debian's defaults wherever a bulk load could be waiting on the server.
+TUNED_SETTINGS = {
     "shared_buffers": "1GB",
     "max_wal_size": "8GB",
     "checkpoint_timeout": "30min",
@@ -47,7 +47,7 @@ def _free_port() -> int:
 
 @contextmanager
 def private_cluster() -> Iterator[str]:
-    """Yield the admin URL of a fresh cluster with the production settings; stop it after."""
+    """Yield the admin URL of a fresh cluster with `TUNED_SETTINGS`; stop it after."""
     workdir = Path(tempfile.mkdtemp(prefix="circulars-bench-pg-"))
     as_postgres: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root
@@ -60,7 +60,7 @@ def private_cluster() -> Iterator[str]:
         capture_output=True,
     )
     settings = {
-        **PRODUCTION_SETTINGS,
+        **TUNED_SETTINGS,
         "port": str(port),
         "listen_addresses": "'127.0.0.1'",
         "unix_socket_directories": f"'{workdir}'",
