@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from ..languages import CIRCULAR_LANGUAGES, DEFAULT_LANGUAGE, base_language
@@ -32,13 +32,11 @@ from ..models import (
     Send,
     SendStatus,
     Subscriber,
-    SubscriberStatus,
     Subscription,
     SubscriptionStatus,
-    Suppression,
-    SuppressionKind,
     send_lists,
 )
+from ..subscribers.mailable import mailable_now
 
 #: Sends whose circular counts as sent to their lists (a cancelled one was withdrawn).
 COUNTED_SENDS = (SendStatus.RUNNING, SendStatus.PAUSED, SendStatus.DONE)
@@ -94,16 +92,6 @@ def list_circulars(session: Session, list_id: int, until: datetime) -> list[List
 
 def readers_query(list_id: int, frequency: str, now: datetime) -> Select:
     """Who takes this list's digest in this frequency now, with where their next one starts."""
-    address_suppressed = (
-        select(Suppression.id)
-        .where(Suppression.kind == SuppressionKind.ADDRESS, Suppression.value == Subscriber.email)
-        .exists()
-    )
-    domain_suppressed = (
-        select(Suppression.id)
-        .where(Suppression.kind == SuppressionKind.DOMAIN, Suppression.value == Subscriber.domain)
-        .exists()
-    )
     last_digest = (
         select(func.max(DigestRun.period_end))
         .join(DigestDelivery, DigestDelivery.run_id == DigestRun.id)
@@ -130,10 +118,7 @@ def readers_query(list_id: int, frequency: str, now: datetime) -> Select:
             Subscription.list_id == list_id,
             Subscription.status == SubscriptionStatus.CONFIRMED,
             Subscription.delivery == frequency,
-            Subscriber.status == SubscriberStatus.ACTIVE,
-            or_(Subscriber.paused_until.is_(None), Subscriber.paused_until <= now),
-            ~address_suppressed,
-            or_(Subscriber.suppression_exempt, ~domain_suppressed),
+            mailable_now(now),
         )
         .order_by(Subscriber.id)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -18,13 +18,11 @@ from ..models import (
     Send,
     SendStatus,
     Subscriber,
-    SubscriberStatus,
     Subscription,
     SubscriptionStatus,
-    Suppression,
-    SuppressionKind,
     utcnow,
 )
+from ..subscribers.mailable import mailable_now
 from .numbering import take_next_number
 
 
@@ -44,16 +42,6 @@ def recipients_query(circular_id: int, list_ids: Sequence[int]) -> Select:
     domains (unless staff exempted the address) are never mailed.
     """
     now = utcnow()
-    address_suppressed = (
-        select(Suppression.id)
-        .where(Suppression.kind == SuppressionKind.ADDRESS, Suppression.value == Subscriber.email)
-        .exists()
-    )
-    domain_suppressed = (
-        select(Suppression.id)
-        .where(Suppression.kind == SuppressionKind.DOMAIN, Suppression.value == Subscriber.domain)
-        .exists()
-    )
     already = (
         select(Delivery.id)
         .join(Send, Send.id == Delivery.send_id)
@@ -76,10 +64,7 @@ def recipients_query(circular_id: int, list_ids: Sequence[int]) -> Select:
             Subscription.list_id.in_(list_ids),
             Subscription.status == SubscriptionStatus.CONFIRMED,
             Subscription.delivery == DeliveryMode.EVERY,
-            Subscriber.status == SubscriberStatus.ACTIVE,
-            or_(Subscriber.paused_until.is_(None), Subscriber.paused_until <= now),
-            ~address_suppressed,
-            or_(Subscriber.suppression_exempt, ~domain_suppressed),
+            mailable_now(now),
             ~already,
         )
         .group_by(Subscriber.id, Subscriber.email, Subscriber.name)
