@@ -9,7 +9,7 @@ from functools import wraps
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from flask import Flask, abort, current_app, render_template, request
+from flask import Flask, abort, current_app, render_template, request, send_file
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import Settings
 from ..extensions import db, login_manager
 from ..mail.branding import Branding
-from ..models import User
+from ..models import Attachment, User
 from ..paging import PageNumbers
 from ..storage import FileStore, format_size
 from ..wiring import branding, default_branding
@@ -35,6 +35,25 @@ def settings() -> Settings:
 
 def files() -> FileStore:
     return current_app.extensions["circulars.files"]  # type: ignore[no-any-return]
+
+
+def attachment_download(circular_id: int, attachment_id: int) -> Any:
+    """One of this circular's attachments, always as a download under its safe name.
+
+    Sandboxed and never inline, so an uploaded HTML or SVG file cannot run in
+    our origin; any other circular's attachment id is a 404.
+    """
+    attachment = db.session.get(Attachment, attachment_id)
+    if attachment is None or attachment.circular_id != circular_id:
+        abort(404)
+    response = send_file(
+        files().path_for(attachment.sha256),
+        mimetype=attachment.content_type,
+        as_attachment=True,
+        download_name=attachment.filename,
+    )
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
 
 
 def page_branding(current: Settings) -> Branding:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Response, abort, redirect, render_template, request, send_file, url_for
+from flask import Response, abort, redirect, render_template, request, url_for
 from flask_babel import format_date
 
 from ...archive import (
@@ -28,8 +28,8 @@ from ...extensions import db
 from ...languages import circular_language_name, direction
 from ...mail.render import markdown_to_html
 from ...mail.wording import wording
-from ...models import Attachment, Circular
-from ..helpers import files, settings
+from ...models import Circular
+from ..helpers import attachment_download, settings
 from ..i18n import use_subscriber_language
 from . import bp
 
@@ -135,18 +135,7 @@ def circular_page(number: int, slug: str, language: str | None = None) -> Any:
 @bp.get("/circulars/<int:number>/attachments/<int:attachment_id>")
 def archive_attachment(number: int, attachment_id: int) -> Any:
     """Only the attachments of a circular the public may see; always a download, never inline."""
-    circular = _published_or_404(number)
-    attachment = db.session.get(Attachment, attachment_id)
-    if attachment is None or attachment.circular_id != circular.id:
-        abort(404)
-    response = send_file(
-        files().path_for(attachment.sha256),
-        mimetype=attachment.content_type,
-        as_attachment=True,
-        download_name=attachment.filename,
-    )
-    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    return response
+    return attachment_download(_published_or_404(number).id, attachment_id)
 
 
 @bp.get("/circulars/feed.atom")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import abort, make_response, render_template, request, send_file
+from flask import abort, make_response, render_template, request
 from flask_babel import format_date
 
 from ...digests.render import SHARED_PATH, read_shared_token
@@ -20,9 +20,9 @@ from ...extensions import db
 from ...languages import direction
 from ...mail.render import markdown_to_html
 from ...mail.wording import wording
-from ...models import Attachment, Circular
+from ...models import Circular
 from ...subscribers.tokens import TokenError
-from ..helpers import files, settings
+from ..helpers import attachment_download, settings
 from ..i18n import use_subscriber_language
 from . import _link_error, _signer, bp
 
@@ -82,14 +82,4 @@ def shared_attachment(token: str, attachment_id: int) -> Any:
         circular = _circular(token)
     except TokenError as exc:
         return _link_error(exc)
-    attachment = db.session.get(Attachment, attachment_id)
-    if attachment is None or attachment.circular_id != circular.id:
-        abort(404)
-    response = send_file(
-        files().path_for(attachment.sha256),
-        mimetype=attachment.content_type,
-        as_attachment=True,
-        download_name=attachment.filename,
-    )
-    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    return _private(response)
+    return _private(attachment_download(circular.id, attachment_id))
