@@ -115,6 +115,27 @@ class RssSampler(threading.Thread):
         return self.peak
 
 
+def server_cpu() -> float | None:
+    """CPU seconds used so far by the local PostgreSQL server's processes (all of them:
+    the backend, the WAL writer, the checkpointer, autovacuum), or None if /proc does
+    not show them (a remote server, or not allowed to read them)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    seen = False
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() not in ("postgres", "postmaster"):
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seen = True
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick if seen else None
+
+
 def mb(size: int) -> str:
     return f"{size / 1024 / 1024:.0f} MB"
 
@@ -237,9 +258,11 @@ def run(
 
             profiler = cProfile.Profile()
             profiler.enable()
+        cpu_before, server_before = os.times(), server_cpu()
         started = time.monotonic()
         outcome = run_job(session, job_id, Path(env["INSTANCE_PATH"]))
         elapsed = time.monotonic() - started
+        cpu_after, server_after = os.times(), server_cpu()
         if profiler is not None:
             import pstats
 
@@ -261,6 +284,11 @@ def run(
         print(
             f"RSS before the import {mb(before)}, peak during it {mb(peak)} (+{mb(peak - before)})"
         )
+        python_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+        line = f"CPU: this process {python_cpu:.1f} s"
+        if options.stack == "postgres" and server_before is not None and server_after is not None:
+            line += f", PostgreSQL's processes {server_after - server_before:.1f} s"
+        print(f"{line} (of {elapsed:.1f} s elapsed on {os.cpu_count()} cores)")
         if profiler is not None:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
