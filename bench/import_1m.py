@@ -147,6 +147,12 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--profile", action="store_true", help="cProfile the import")
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=2,
+        help="writer connections on PostgreSQL (IMPORT_WRITERS; default 2, as the worker)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and files")
     parser.add_argument(
         "--private-pg",
@@ -260,7 +266,7 @@ def run(
             profiler.enable()
         cpu_before, server_before = os.times(), server_cpu()
         started = time.monotonic()
-        outcome = run_job(session, job_id, Path(env["INSTANCE_PATH"]))
+        outcome = run_job(session, job_id, Path(env["INSTANCE_PATH"]), writers=options.writers)
         elapsed = time.monotonic() - started
         cpu_after, server_after = os.times(), server_cpu()
         if profiler is not None:
@@ -272,7 +278,8 @@ def run(
         session.expire_all()
         job = session.get(ImportJob, job_id)
         assert outcome is not None and job is not None
-        print(f"stack: {options.stack} ({session.get_bind().dialect.name})")
+        writers = options.writers if options.stack == "postgres" else 1
+        print(f"stack: {options.stack} ({session.get_bind().dialect.name}), writers: {writers}")
         print(f"status: {job.status} {job.error or ''}")
         print(f"elapsed: {elapsed:.1f} s ({options.rows / elapsed:,.0f} rows/s)")
         print(

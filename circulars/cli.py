@@ -181,7 +181,13 @@ def subscribers_import(
             if writer is not None:
                 writer.writerow([row.line, row.email, row.reason])
 
-        outcome = run_job(session, job.id, settings.instance_path, on_reject=rejected)
+        outcome = run_job(
+            session,
+            job.id,
+            settings.instance_path,
+            on_reject=rejected,
+            writers=settings.import_writers,
+        )
     if outcome is None or outcome.report is None:
         if report is not None:
             report.unlink(missing_ok=True)

@@ -248,6 +248,7 @@ class Settings:
     max_upload_size: int
     # CSV imports are larger than attachments; only the import upload routes allow this.
     import_max_size: int = 200 * 1024**2
+    import_writers: int = 2
     timezone: str = "UTC"
     send_batch_size: int = 200
     send_max_attempts: int = 5
@@ -438,6 +439,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mail_from=get("MAIL_FROM", parse_address, "secretariat@example.org"),
         max_upload_size=get("MAX_UPLOAD_SIZE", parse_size, 25 * 1024**2),
         import_max_size=get("IMPORT_MAX_SIZE", parse_size, 200 * 1024**2),
+        import_writers=get("IMPORT_WRITERS", parse_int(1, 8), 2),
         timezone=get("TIMEZONE", parse_timezone, "UTC"),
         send_batch_size=get("SEND_BATCH_SIZE", parse_int(1, 10_000), 200),
         send_max_attempts=get("SEND_MAX_ATTEMPTS", parse_int(1, 50), 5),

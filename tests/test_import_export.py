@@ -66,9 +66,15 @@ def instance(app: Any) -> Path:
 
 
 def run_file(
-    app: Any, session: Any, mailing_list: MailingList, content: bytes, **job: Any
+    app: Any,
+    session: Any,
+    mailing_list: MailingList,
+    content: bytes,
+    writers: int = 2,
+    **job: Any,
 ) -> ImportJob:
-    """Store `content` as an upload and run its job as the worker does; return the job."""
+    """Store `content` as an upload and run its job as the worker does (two writers on
+    PostgreSQL, as IMPORT_WRITERS by default); return the job."""
     path, size = store_upload(io.BytesIO(content), instance(app), 1 << 30)
     created = create_job(
         session,
@@ -79,7 +85,7 @@ def run_file(
         **job,
     )
     session.commit()
-    run_job(session, created.id, instance(app))
+    run_job(session, created.id, instance(app), writers=writers)
     session.expire_all()
     found = session.get(ImportJob, created.id)
     assert found is not None
@@ -248,9 +254,9 @@ def test_a_long_run_of_bad_lines_moves_on_by_chunks_and_keeps_file_order(app, se
     lines += ["ok1@example.org,A", "bad,B", "OK1@example.org,again", "ok2@example.org,C"]
     progress: list[tuple[int, int]] = []
 
-    def on_chunk(report: Any, position: int) -> None:
-        progress.append((report.rows, report.rejected_count))
-        session.commit()
+    def on_chunk(writer: Any, chunk: Any, position: int) -> None:
+        progress.append((chunk.rows, chunk.rejected_count))
+        writer.commit()
 
     rejected: list[int] = []
     report = importer.import_subscribers(
@@ -263,9 +269,8 @@ def test_a_long_run_of_bad_lines_moves_on_by_chunks_and_keeps_file_order(app, se
     assert (report.rows, report.subscribed, report.invalid, report.duplicates) == (24, 2, 21, 1)
     assert rejected == [*range(2, 22), 23, 24]
     assert len(progress) >= 20 // 3
-    read = [0] + [rows for rows, _ in progress]
-    steps = [read[i + 1] - read[i] for i in range(len(progress))]
-    assert max(steps) <= 2 * 3
+    assert sum(rows for rows, _ in progress) == 24
+    assert max(rows for rows, _ in progress) <= 2 * 3
     assert emails(session) == {"ok1@example.org", "ok2@example.org"}
 
 
@@ -278,12 +283,104 @@ def test_an_error_while_writing_stops_the_reading_thread(app, session, monkeypat
     members = make_list(session)
     content = ("email\n" + "".join(f"p{i}@example.org\n" for i in range(200))).encode()
 
-    def on_chunk(report: Any, position: int) -> None:
+    def on_chunk(writer: Any, chunk: Any, position: int) -> None:
         raise RuntimeError("database went away")
 
     with pytest.raises(RuntimeError, match="database went away"):
         importer.import_subscribers(session, io.BytesIO(content), members, on_chunk=on_chunk)
     assert not [t for t in threading.enumerate() if t.name == "csv-import-reader"]
+
+
+def _mixed_file() -> bytes:
+    """Enough rows for many small chunks: bad lines, duplicates in later chunks, a
+    suppressed address and someone already on the list."""
+    lines = ["email,name,country"]
+    for i in range(2, 302):
+        if i % 29 == 0:
+            lines.append(f"bad{i},No At,Mali")
+        elif i % 31 == 0:
+            lines.append(f"P{i - 20}@Example.org,Again,Peru")
+        else:
+            lines.append(f"p{i}@example.org,Person {i},Nepal")
+    lines.append("blocked@example.org,Blocked,Mali")
+    lines.append("kept@example.org,Kept,Mali")
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("writers", [1, 2])
+def test_several_writers_import_the_same_as_one(app, session, monkeypatch, writers):
+    """On PostgreSQL each writer has a connection of its own and chunks commit in any
+    order; the job's counts, the report and the rows are those of a single writer."""
+    import threading
+
+    from circulars.subscribers import importer
+
+    monkeypatch.setattr(importer, "CHUNK", 7)
+    threads: set[str] = set()
+    write_chunk = importer._write_chunk
+
+    def recording(*args: Any, **kwargs: Any) -> None:
+        threads.add(threading.current_thread().name)
+        write_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(importer, "_write_chunk", recording)
+    members = make_list(session)
+    suppress(session, email="blocked@example.org", reason=SuppressionReason.HARD_BOUNCE)
+    add_to_list(session, members, "kept@example.org")
+    session.commit()
+
+    job = run_file(app, session, members, _mixed_file(), writers=writers)
+
+    assert job.status == ImportStatus.DONE, job.error
+    bad = [i for i in range(2, 302) if i % 29 == 0]
+    again = [i for i in range(2, 302) if i % 31 == 0 and i % 29]
+    new = 300 - len(bad) - len(again)
+    assert (job.rows, job.imported, job.subscribed) == (302, new, new)
+    assert (job.rejected, job.suppressed) == (len(bad) + len(again), 1)
+    lines = report_lines(job)[1:]
+    assert sorted(int(line[0]) for line in lines) == sorted([*bad, *again, 302])
+    assert [line for line in lines if line[0] == "62"] == [
+        ["62", "p42@example.org", "duplicate of line 42"]
+    ]
+    assert count(session, Subscription) == new + 1
+    assert count(session, ConsentEvent) == new + 1  # one each, and one for the first add
+    assert "blocked@example.org" not in emails(session)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    assert len(threads) == (2 if postgres and writers == 2 else 1)
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_an_error_in_a_second_writer_fails_the_job_and_stops_every_thread(
+    app, session, monkeypatch
+):
+    import threading
+
+    from circulars.subscribers import importer
+
+    monkeypatch.setattr(importer, "CHUNK", 5)
+    write_chunk = importer._write_chunk
+
+    def failing_in_the_helper(*args: Any, **kwargs: Any) -> None:
+        if threading.current_thread().name == "csv-import-writer":
+            raise RuntimeError("connection lost")
+        write_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(importer, "_write_chunk", failing_in_the_helper)
+    members = make_list(session)
+    content = ("email\n" + "".join(f"p{i}@example.org\n" for i in range(400))).encode()
+
+    with pytest.raises(RuntimeError, match="connection lost"):
+        run_file(app, session, members, content, writers=2)
+
+    session.rollback()
+    job = session.scalar(select(ImportJob))
+    assert job is not None and job.status == ImportStatus.FAILED
+    assert "RuntimeError" in (job.error or "")
+    # What was committed before the error is counted, and no more.
+    assert job.subscribed == count(session, Subscription) < 400
+    assert not [
+        t for t in threading.enumerate() if t.name in ("csv-import-reader", "csv-import-writer")
+    ]
 
 
 @pytest.mark.parametrize("stack", ["postgres"], indirect=True)

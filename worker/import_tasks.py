@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def run_import(job_id: int) -> dict[str, int] | None:
     """Run one import job; its progress and outcome are on the job row (and its page)."""
     settings = current_app.extensions["circulars.settings"]
-    outcome = run_job(db.session, job_id, settings.instance_path)
+    outcome = run_job(db.session, job_id, settings.instance_path, writers=settings.import_writers)
     if outcome is None:
         log.info("import %s: already done or taken by another worker", job_id)
         return None

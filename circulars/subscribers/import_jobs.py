@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ..models import ImportJob, ImportStatus, MailingList, utcnow
@@ -160,10 +160,13 @@ def run_job(
     instance_path: Path,
     *,
     on_reject: Callable[[RejectedRow], None] | None = None,
+    writers: int = 1,
 ) -> JobOutcome | None:
     """Run an import job to its end; None if it is not ours to run (done, or taken).
 
-    Commits after every chunk (data and progress together). A refused file
+    Commits after every chunk (data and progress together). On PostgreSQL up
+    to `writers` connections write chunks at the same time (IMPORT_WRITERS);
+    SQLite has one writer whatever is asked. A refused file
     (not UTF-8, no header, not CSV) ends as `failed` with the reason, having
     written nothing. An unexpected error ends as `failed` too, keeping the
     stored file so the job can be run again; the error is re-raised for the log.
@@ -187,13 +190,18 @@ def run_job(
     )
     last_beat = 0.0
 
-    def progress(report: ImportReport, position: int) -> None:
+    def progress(writer: Session, chunk: ImportReport, position: int) -> None:
         nonlocal last_beat
-        _save_counts(session, job_id, report, position)
-        session.commit()
+        _add_counts(writer, job_id, chunk, position)
+        writer.commit()
         if time.monotonic() - last_beat > 5:
-            _heartbeat(report_path)
             last_beat = time.monotonic()
+            _heartbeat(report_path)
+
+    postgres = session.get_bind().dialect.name == "postgresql"
+    more_sessions = [
+        Session(bind=session.get_bind()) for _ in range(max(writers, 1) - 1 if postgres else 0)
+    ]
 
     try:
         with (
@@ -214,6 +222,13 @@ def run_job(
                 .values(
                     report_path=str(report_path),
                     total_bytes=os.fstat(source.fileno()).st_size,
+                    # From nothing: a run taken over from a dead worker starts again.
+                    processed_bytes=0,
+                    rows=0,
+                    imported=0,
+                    subscribed=0,
+                    rejected=0,
+                    suppressed=0,
                 )
                 .execution_options(synchronize_session=False)
             )
@@ -225,6 +240,7 @@ def run_job(
                 options=options,
                 on_reject=reject,
                 on_chunk=progress,
+                more_sessions=more_sessions,
             )
     except ImportRefused as exc:
         session.rollback()
@@ -258,22 +274,29 @@ def run_job(
             "stays; run it again to finish (rows already on the list are skipped).",
         )
         raise
+    finally:
+        for helper in more_sessions:
+            helper.close()
     if _owned(stored, instance_path):
         stored.unlink(missing_ok=True)
     return _finish(session, job_id, ImportStatus.DONE, report, None)
 
 
-def _save_counts(session: Session, job_id: int, report: ImportReport, position: int) -> None:
+def _add_counts(session: Session, job_id: int, chunk: ImportReport, position: int) -> None:
+    """Count a chunk in, in its own transaction: the job's counts are always those of
+    the chunks committed, whichever writer committed them and in whatever order."""
     session.execute(
         update(ImportJob)
         .where(ImportJob.id == job_id)
         .values(
-            processed_bytes=position,
-            rows=report.rows,
-            imported=report.added,
-            subscribed=report.subscribed,
-            rejected=report.rejected_count,
-            suppressed=report.suppressed,
+            processed_bytes=func.greatest(ImportJob.processed_bytes, position)
+            if session.get_bind().dialect.name == "postgresql"
+            else func.max(ImportJob.processed_bytes, position),
+            rows=ImportJob.rows + chunk.rows,
+            imported=ImportJob.imported + chunk.added,
+            subscribed=ImportJob.subscribed + chunk.subscribed,
+            rejected=ImportJob.rejected + chunk.rejected_count,
+            suppressed=ImportJob.suppressed + chunk.suppressed,
         )
         .execution_options(synchronize_session=False)
     )

@@ -286,7 +286,9 @@ def import_list(slug: str) -> Any:
         enqueue(RUN_IMPORT, job.id)
         flash(f"Import #{job.id} of {job.filename} runs in the background.", "success")
         return redirect(url_for("admin.show_import", job_id=job.id))
-    outcome = run_job(db.session, job.id, settings().instance_path)
+    outcome = run_job(
+        db.session, job.id, settings().instance_path, writers=settings().import_writers
+    )
     if outcome is None or outcome.report is None:
         error = outcome.error if outcome is not None else "the import did not run"
         form.file.errors.append(f"Nothing was imported: {error}")
