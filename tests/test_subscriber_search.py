@@ -88,6 +88,31 @@ def test_text_search_by_email_start_domain_name_and_organisation(session, people
     assert found(session, q="nobody here") == []
 
 
+def test_a_text_search_does_not_match_across_two_fields(session, people):
+    # "silva" ends the name and "caritas" starts the organisation: together they are no match.
+    assert found(session, q="silva caritas") == []
+    assert found(session, q="example.org ana") == []
+    assert found(session, q="lisboa") == ["ana.silva"]
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_a_text_search_on_postgresql_uses_the_trigram_index(session, people):
+    """The planner uses an expression index only for that exact expression."""
+    from sqlalchemy import select, text
+    from sqlalchemy.dialects import postgresql
+
+    from circulars.subscribers.search import text_condition
+
+    query = select(Subscriber.id).where(text_condition("caritas"))
+    sql = str(
+        query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    ).replace("%%", "%")
+    session.execute(text("SET LOCAL enable_seqscan = off"))
+    plan = "\n".join(session.scalars(text("EXPLAIN " + sql)))
+    session.rollback()
+    assert "ix_subscribers_search_trgm" in plan, plan
+
+
 def test_filters(session, people):
     members, partners = people["members"], people["partners"]
     assert found(session, list=str(members.id)) == ["ana.silva", "bob"]

@@ -44,7 +44,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import IO, Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 from sqlalchemy import Table, bindparam, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
@@ -102,8 +102,9 @@ class RejectedRow:
     reason: str
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
+    """A parsed row (a tuple: made a million times, five times faster than a frozen dataclass)."""
+
     line: int
     email: str
     name: str
@@ -877,6 +878,8 @@ def _new_rows_json(rows: list[Row], existing: dict[str, Any]) -> str:
             for row in rows
         ],
         ensure_ascii=False,
+        check_circular=False,
+        separators=(",", ":"),
     )
 
 
