@@ -520,6 +520,55 @@ def test_an_address_added_by_someone_else_meanwhile_is_still_put_on_the_list(
     )
 
 
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_a_subscription_made_elsewhere_between_look_up_and_insert_is_no_error(
+    app, session, monkeypatch
+):
+    """PostgreSQL writes a chunk with plain inserts first (no ON CONFLICT, which costs
+    more); a row someone else commits in between makes it write the chunk again,
+    skipping theirs, instead of failing the import."""
+    from sqlalchemy.orm import Session as PlainSession
+
+    from circulars.subscribers import importer
+
+    members = make_list(session)
+    carol = Subscriber(email="carol@example.org", name="Carol", language="en")
+    session.add(carol)
+    session.commit()
+    carol_id = carol.id
+    real = importer._write_pg
+
+    def subscribed_elsewhere_first(writer: Any, *args: Any, **kwargs: Any) -> int:
+        # Carol joins the list (and dan appears) on another connection, committed,
+        # after the look-up found carol off the list and dan nowhere.
+        with PlainSession(bind=writer.get_bind()) as other:
+            other.add(Subscription(subscriber_id=carol_id, list_id=members.id, status="confirmed"))
+            other.add(Subscriber(email="dan@example.org", name="Dan", language="en"))
+            other.commit()
+        monkeypatch.setattr(importer, "_write_pg", real)
+        return real(writer, *args, **kwargs)
+
+    monkeypatch.setattr(importer, "_write_pg", subscribed_elsewhere_first)
+    content = b"email\nana@example.org\ncarol@example.org\ndan@example.org\n"
+    job = run_file(app, session, members, content)
+
+    assert job.status == ImportStatus.DONE, job.error
+    # ana new; dan put on the list though someone else created him; carol already there.
+    assert (job.imported, job.subscribed, job.rejected) == (1, 2, 0)
+    on_list = session.scalars(
+        select(Subscriber.email)
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .where(Subscription.list_id == members.id)
+    )
+    assert sorted(on_list) == ["ana@example.org", "carol@example.org", "dan@example.org"]
+    imported = session.scalars(
+        select(Subscriber.email)
+        .join(ConsentEvent, ConsentEvent.subscriber_id == Subscriber.id)
+        .where(ConsentEvent.action == "imported")
+    )
+    assert sorted(imported) == ["ana@example.org", "dan@example.org"]
+
+
 def test_people_who_left_the_list_are_not_put_back(app, session):
     members = make_list(session)
     gone, _ = add_to_list(session, members, "gone@example.org")
