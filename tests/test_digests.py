@@ -12,6 +12,7 @@ import io
 import re
 import threading
 import time
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -567,6 +568,51 @@ def test_temporary_failures_wait_and_permanent_ones_are_recorded(world, session,
     session.expire_all()
     run = session.get(DigestRun, run.id)
     assert (run.status, run.sent_count, run.failed_count) == ("done", 2, 1)
+
+
+def test_each_digest_is_recorded_before_the_relay_takes_the_next(
+    world, session, smtp_server, monkeypatch
+):
+    """The send engine's rule, kept by digests through the same step (sending.attempt): when
+    the relay has taken a digest, every digest it took before is recorded as sent, so a
+    crash leaves at most the one in flight unrecorded. On PostgreSQL the marks are
+    pipelined on a connection of their own, and committed before the relay's "."."""
+    w = world
+    for i in range(12):
+        w.join(w.partners, f"reader{i:02}@example.org", delivery="weekly")
+    w.now = at(4)
+    w.send("In order", [w.partners])
+    w.new_digests()
+    url = session.get_bind().url
+
+    def recorded_sent() -> int:
+        # A plain connection of its own: the sink's thread must not wait for the sender's.
+        query = "SELECT count(*) FROM digest_deliveries WHERE status = 'sent'"
+        if url.get_backend_name() == "sqlite":
+            import sqlite3
+
+            with closing(sqlite3.connect(url.database)) as raw:
+                return int(raw.execute(query).fetchone()[0])
+        import psycopg
+
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as raw:
+            return int(raw.execute(query).fetchone()[0])
+
+    seen: list[tuple[int, int]] = []
+    original = type(smtp_server).handle_DATA
+
+    async def checking(self, server, smtp_session, envelope):  # noqa: ANN001, N802
+        if "-bounces+d" in envelope.mail_from:
+            seen.append((len(seen), recorded_sent()))
+        return await original(self, server, smtp_session, envelope)
+
+    monkeypatch.setattr(type(smtp_server), "handle_DATA", checking)
+    w.tick(at(9, 9, 1))
+
+    assert len(w.new_digests()) == 12
+    # When the relay took digest k, the k before it were already recorded.
+    assert seen == [(k, k) for k in range(12)]
 
 
 # --- command line ----------------------------------------------------------------------------

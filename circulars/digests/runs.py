@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from ..mail.mime import Envelope, PreparedMessage, build_message, new_message_id, prepare_message
 from ..mail.personalise import RecipientFields
 from ..mail.relays import RelayLimited
-from ..mail.transport import ConnectionFailed, DeliveryError
+from ..mail.transport import ConnectionFailed
 from ..models import (
     DeliveryMode,
     DigestDelivery,
@@ -48,7 +48,9 @@ from ..models import (
     SubscriptionStatus,
     utcnow,
 )
+from ..sending.attempt import FAILED, NO_SUBSCRIBER, Outcome, attempt
 from ..sending.context import SendContext
+from ..sending.marks import marks_for
 from . import schedule
 from .content import ReaderDigest, count_readers, reader_digests
 from .render import digest_items, render_digest
@@ -403,11 +405,6 @@ def message_for(
     return build_message(prepared, envelope)
 
 
-def _mark(session: Session, row_id: int, **values: Any) -> None:
-    session.execute(update(DigestDelivery).where(DigestDelivery.id == row_id).values(**values))
-    session.commit()
-
-
 def deliver(
     session: Session,
     run_id: int,
@@ -416,7 +413,12 @@ def deliver(
     now: datetime | None = None,
     retry_delay: timedelta = RETRY_DELAY,
 ) -> DeliverOutcome:
-    """Send what is pending and unclaimed, batch after batch, then finish the run if done."""
+    """Send what is pending and unclaimed, batch after batch, then finish the run if done.
+
+    Each message goes through the send engine's own step (`sending.attempt`):
+    its outcome recorded as the relay answers (pipelined on PostgreSQL) and
+    committed before the relay may take the next one.
+    """
     outcome = DeliverOutcome()
     run = session.get(DigestRun, run_id)
     if run is None or run.status != DigestRunStatus.RUNNING:
@@ -425,8 +427,10 @@ def deliver(
         return outcome
     prepared: dict[int, tuple[PreparedMessage, str]] = {}
     connection = None
+    marks = marks_for(session, DigestDelivery)
     try:
         while True:
+            marks.confirm()  # the last batch's outcomes are in before the next claim
             clock = now or utcnow()
             rows = claim(session, run_id, ctx, clock, ctx.batch_size)
             if not rows:
@@ -445,12 +449,8 @@ def deliver(
                     renew(session, rows[index:], ctx, now)
                     renew_at = time.monotonic() + ctx.claim_lease.total_seconds() / 3
                 if row.subscriber_id is None:
-                    _mark(
-                        session,
-                        row.id,
-                        status=DigestDeliveryStatus.FAILED,
-                        last_error="subscriber deleted before sending",
-                        claimed_until=None,
+                    marks.record(
+                        row.id, status=FAILED, last_error=NO_SUBSCRIBER, claimed_until=None
                     )
                     outcome.failed += 1
                     continue
@@ -462,49 +462,37 @@ def deliver(
                         group.language,
                     )
                 message, language = prepared[row.group_id]
-                data = message_for(ctx, message, run, row, language)
                 try:
-                    connection.send(bounce_address(ctx, row.id), row.email, data)
+                    result, _refusal = attempt(
+                        connection,
+                        marks,
+                        row_id=row.id,
+                        attempts=row.attempts,
+                        max_attempts=ctx.max_attempts,
+                        return_path=bounce_address(ctx, row.id),
+                        recipient=row.email,
+                        message=message_for(ctx, message, run, row, language),
+                        # Held until its next try, so this loop does not take it again now.
+                        retry_at=(now or utcnow()) + retry_delay,
+                    )
                 except ConnectionFailed as exc:
+                    marks.confirm()
                     _hold(session, rows[index:], exc, now or utcnow(), retry_delay)
                     outcome.deferred += len(rows) - index
                     outcome.error = exc.reply
                     return outcome
-                except DeliveryError as exc:
-                    attempts = row.attempts + 1
-                    if exc.permanent or attempts >= ctx.max_attempts:
-                        _mark(
-                            session,
-                            row.id,
-                            status=DigestDeliveryStatus.FAILED,
-                            attempts=attempts,
-                            last_error=exc.reply,
-                            claimed_until=None,
-                        )
-                        outcome.failed += 1
-                    else:
-                        # Held until its next try, so this loop does not take it again now.
-                        _mark(
-                            session,
-                            row.id,
-                            attempts=attempts,
-                            last_error=exc.reply,
-                            claimed_until=(now or utcnow()) + retry_delay,
-                        )
-                        outcome.deferred += 1
-                else:
-                    _mark(
-                        session,
-                        row.id,
-                        status=DigestDeliveryStatus.SENT,
-                        attempts=row.attempts + 1,
-                        sent_at=utcnow(),
-                        claimed_until=None,
-                    )
+                if result is Outcome.SENT:
                     outcome.sent += 1
+                elif result is Outcome.FAILED:
+                    outcome.failed += 1
+                else:
+                    outcome.deferred += 1
     finally:
-        if connection is not None:
-            connection.close()
+        try:
+            marks.close()
+        finally:
+            if connection is not None:
+                connection.close()
     outcome.finished = finish_if_complete(session, run_id, now=now)
     return outcome
 

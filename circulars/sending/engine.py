@@ -34,7 +34,7 @@ from ..mail.mime import (
 from ..mail.personalise import RecipientFields
 from ..mail.relays import RelayLimited
 from ..mail.render import AttachmentInfo, RenderedCircular, RenderError, render_circular
-from ..mail.transport import ConnectionFailed, DeliveryError, accepting_after
+from ..mail.transport import ConnectionFailed
 from ..models import (
     Attachment,
     Circular,
@@ -46,6 +46,7 @@ from ..models import (
     Subscriber,
     utcnow,
 )
+from .attempt import NO_SUBSCRIBER, Outcome, attempt
 from .context import SendContext
 from .control import SendWatch
 from .marks import marks_for
@@ -467,7 +468,7 @@ def deliver_batch(
                 marks.record(
                     row.id,
                     status=DeliveryStatus.FAILED,
-                    last_error="subscriber deleted before sending",
+                    last_error=NO_SUBSCRIBER,
                     claimed_until=None,
                 )
                 outcome.failed += 1
@@ -488,10 +489,16 @@ def deliver_batch(
                 ),
             )
             try:
-                # The previous outcome is committed before the relay may take this message:
-                # the transport confirms it just before the final "." (accepting_after).
-                with accepting_after(marks.confirm):
-                    connection.send(ctx.bounce_address(row.id), row.email, message)
+                result, refusal = attempt(
+                    connection,
+                    marks,
+                    row_id=row.id,
+                    attempts=row.attempts,
+                    max_attempts=ctx.max_attempts,
+                    return_path=ctx.bounce_address(row.id),
+                    recipient=row.email,
+                    message=message,
+                )
             except ConnectionFailed as exc:
                 # Reconnecting failed: nothing more goes through this batch now.
                 outcome.error = exc.reply
@@ -502,37 +509,18 @@ def deliver_batch(
                 else:
                     release(rows[index:], exc.reply)
                 break
-            except DeliveryError as exc:
-                attempts = row.attempts + 1
-                if exc.permanent or attempts >= ctx.max_attempts:
-                    marks.record(
-                        row.id,
-                        status=DeliveryStatus.FAILED,
-                        attempts=attempts,
-                        last_error=exc.reply,
-                        claimed_until=None,
-                    )
-                    outcome.failed += 1
-                else:
-                    marks.record(
-                        row.id, attempts=attempts, last_error=exc.reply, claimed_until=None
-                    )
-                    outcome.deferred += 1
-                if not exc.permanent and watch.relay_error(exc.reply):
-                    marks.confirm()
-                    outcome.stopped = watch.stop(rows[index + 1 :])
-                    break
-            else:
-                marks.confirm()  # already done by an SMTP transport; others are not gated
-                marks.record(
-                    row.id,
-                    status=DeliveryStatus.SENT,
-                    attempts=row.attempts + 1,
-                    sent_at=utcnow(),
-                    claimed_until=None,
-                )
+            if result is Outcome.SENT:
                 outcome.sent += 1
                 watch.success()
+                continue
+            if result is Outcome.FAILED:
+                outcome.failed += 1
+            else:
+                outcome.deferred += 1
+            if refusal is not None and not refusal.permanent and watch.relay_error(refusal.reply):
+                marks.confirm()
+                outcome.stopped = watch.stop(rows[index + 1 :])
+                break
     finally:
         try:
             marks.close()

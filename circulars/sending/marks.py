@@ -33,11 +33,12 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..models import Delivery
+from ..models.base import Base
 
 
 class Marks(Protocol):
     def record(self, delivery_id: int, **values: object) -> None:
-        """Write `values` on the delivery; committed before the next `confirm()` returns."""
+        """Write `values` on the row; committed before the next `confirm()` returns."""
 
     def confirm(self) -> None:
         """Block until every recorded mark is committed; raises if one could not be."""
@@ -48,11 +49,14 @@ class Marks(Protocol):
 class SessionMarks:
     """One UPDATE and commit per mark through the session, done before `record` returns."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, model: type[Base] = Delivery) -> None:
         self.session = session
+        self.table: Any = model.__table__
 
     def record(self, delivery_id: int, **values: object) -> None:
-        self.session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+        self.session.execute(
+            update(self.table).where(self.table.c.id == delivery_id).values(**values)
+        )
         self.session.commit()
 
     def confirm(self) -> None:
@@ -83,8 +87,9 @@ class PipelinedMarks:
     One statement is outstanding at a time, so marks commit in the order given.
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, model: type[Base] = Delivery) -> None:
         self._connection = connection
+        self._table: Any = model.__table__
         self._pg: Any = connection.connection.driver_connection.pgconn  # type: ignore[union-attr]
         self._sql: dict[tuple[str, ...], bytes] = {}
         self._outstanding: tuple[bytes, list[bytes | None]] | None = None
@@ -92,11 +97,11 @@ class PipelinedMarks:
     def _statement(self, keys: tuple[str, ...]) -> bytes:
         sql = self._sql.get(keys)
         if sql is None:
-            table = Delivery.__table__
+            table = self._table
             sets = ", ".join(f"{table.c[key].name} = ${n}" for n, key in enumerate(keys, 1))
             # Names come from the model (an unknown key is a KeyError above); values are parameters.
             where = f"WHERE id = ${len(keys) + 1}"
-            text = f"UPDATE {Delivery.__tablename__} SET {sets} {where}"  # noqa: S608
+            text = f"UPDATE {table.name} SET {sets} {where}"  # noqa: S608
             sql = self._sql[keys] = text.encode("ascii")
         return sql
 
@@ -156,10 +161,11 @@ class PipelinedMarks:
 _LOST = frozenset({"08", "53", "57", "58"})
 
 
-def marks_for(session: Session) -> Marks:
-    """Pipelined marks on PostgreSQL, the session's own on anything else."""
+def marks_for(session: Session, model: type[Base] = Delivery) -> Marks:
+    """Marks on `model`'s rows (a send's deliveries, a digest's): pipelined on PostgreSQL,
+    the session's own on anything else."""
     bind = session.get_bind()
     if bind.dialect.name != "postgresql" or not isinstance(bind, Engine):
-        return SessionMarks(session)
+        return SessionMarks(session, model)
     connection = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
-    return PipelinedMarks(connection)
+    return PipelinedMarks(connection, model)
