@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -78,6 +78,9 @@ class SmtpSink:
     defer: dict[str, int] = field(default_factory=dict)  # address -> how many 451s first
     delay: float = 0.0  # seconds each message takes to be accepted (a slow relay)
     refuse_all: str | None = None  # a reply (e.g. "421 ...") to every recipient, while set
+    # Called with each message's envelope once its content is in, before the relay answers:
+    # what a test checks (or does) at the moment the relay takes a message.
+    on_data: Callable[[Any], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -91,6 +94,7 @@ class SmtpSink:
             self.defer.clear()
             self.delay = 0.0
             self.refuse_all = None
+            self.on_data = None
 
     def messages(self) -> list[Received]:
         with self.lock:
@@ -121,6 +125,8 @@ class SmtpSink:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.on_data is not None:
+            self.on_data(envelope)
         with self.lock:
             self.received.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)

@@ -340,6 +340,42 @@ def test_cancel_ends_with_sent_failed_and_not_sent_counts(app, runner, session, 
     assert "cancelled" in listed and "49 sent, 1 failed, 0 waiting, 10 cancelled" in listed
 
 
+def test_a_message_the_relay_takes_while_the_send_is_cancelled_is_counted(
+    app, session, ctx, smtp_server, monkeypatch
+):
+    """The cancel counts what was sent; the message in flight at that moment is accepted
+    afterwards and marked sent. The batch's end counts again, so the send's figures
+    match its deliveries instead of staying one behind."""
+    from sqlalchemy.orm import Session as PlainSession
+
+    members = make_audience(session, 3)
+    send, ranges = started(session, ctx, members)
+    assert len(ranges) == 1
+    send_id = send.id
+    engine_ = session.get_bind()  # here: the sink's thread has a scoped session of its own
+    taken: list[str] = []
+
+    def cancelling_at_the_last(envelope: Any) -> None:
+        taken.append(envelope.rcpt_tos[0])
+        if len(taken) == 3:
+            # Someone cancels while the relay holds the last message, before it answers.
+            with PlainSession(bind=engine_) as other:
+                control.cancel_send(other, send_id)
+
+    smtp_server.on_data = cancelling_at_the_last
+    engine.deliver_batch(session, send_id, *ranges[0], ctx)
+
+    assert len(taken) == 3
+    assert statuses(session, send_id) == {"sent": 3}
+    row = fresh(session, send_id)
+    assert (row.status, row.sent_count, row.failed_count, row.cancelled_count) == (
+        "cancelled",
+        3,
+        0,
+        0,
+    )
+
+
 def test_editors_see_no_send_controls_and_cannot_use_them(app, auth, client, session, ctx):
     members = make_audience(session, 5)
     send, _ranges = started(session, ctx, members)

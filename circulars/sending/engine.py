@@ -48,7 +48,7 @@ from ..models import (
 )
 from .attempt import NO_SUBSCRIBER, Outcome, attempt
 from .context import SendContext
-from .control import SendWatch
+from .control import SendWatch, record_final_counts
 from .marks import marks_for
 from .service import recipients_query
 
@@ -576,6 +576,13 @@ def finish_if_complete(session: Session, send_id: int) -> bool:
             failed_count=counted(DeliveryStatus.FAILED),
         )
     ).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    if not done and session.scalar(select(Send.status).where(Send.id == send_id)) == (
+        SendStatus.CANCELLED
+    ):
+        # Cancelled while this batch had a message with the relay: the cancel counted
+        # before that message was marked sent, so count again now that it is.
+        record_final_counts(session, send_id)
     session.commit()
     return bool(done)
 
