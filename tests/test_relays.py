@@ -326,6 +326,25 @@ def test_hourly_and_daily_limits_defer_with_a_clear_reply(
     assert sink.connections == connections_before
 
 
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_workers_with_clocks_apart_count_in_the_same_windows(store: Store) -> None:
+    """Redis's clock, not each worker's, decides which hour and day a message counts in:
+    a worker whose clock is two days ahead still shares the hourly budget."""
+    import time
+
+    from circulars.mail.ratelimit import Limits
+
+    on_time = RedisRelayState.from_url(store.url, store.prefix)
+    ahead = RedisRelayState(on_time.client, store.prefix, clock=lambda: time.time() + 2 * 86400)
+    assert abs(on_time.now() - ahead.now()) < 0.5
+
+    hourly = Limits(per_hour=5)
+    assert on_time.take("relay-a", 3, hourly).granted == 3
+    assert ahead.take("relay-a", 5, hourly).granted == 2
+    spent = ahead.take("relay-a", 1, hourly)
+    assert (spent.granted, spent.exhausted) == (0, "hour")
+
+
 def test_a_spent_relay_hands_over_to_one_with_budget_left(
     store: Store, sinks: list[CountingSink]
 ) -> None:

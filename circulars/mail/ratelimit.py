@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -185,12 +185,32 @@ return 1
 )
 
 
+#: How often a worker reads Redis's clock again to correct its own.
+CLOCK_CHECK_SECONDS = 60.0
+
+
 class RedisRelayState:
-    def __init__(self, client: Any, prefix: str = "circulars:relay") -> None:
+    """Limits shared through Redis by the workers of any number of machines.
+
+    Time windows (this second, this hour, this day) and slot expiries are read
+    on Redis's clock, not on each worker's: a worker whose clock is off would
+    otherwise count in windows of its own and send beyond the relay's limits.
+    Each worker reads Redis's `TIME` once a minute and keeps the difference.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        prefix: str = "circulars:relay",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         import redis
 
         self.client = client
         self.prefix = prefix
+        self._clock = clock
+        self._offset = 0.0
+        self._offset_read_at: float | None = None
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         self._take = client.register_script(_TAKE)
         self._acquire = client.register_script(_ACQUIRE)
@@ -201,6 +221,18 @@ class RedisRelayState:
         import redis
 
         return cls(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5), prefix)
+
+    def now(self) -> float:
+        """Redis's time, from this worker's clock corrected by the last reading of it."""
+        local = self._clock()
+        if self._offset_read_at is None or local - self._offset_read_at >= CLOCK_CHECK_SECONDS:
+            with self._guard():
+                seconds, microseconds = self.client.time()
+            after = self._clock()
+            # The reply was made somewhere in the round trip: take its middle.
+            self._offset = seconds + microseconds / 1e6 - (local + after) / 2
+            self._offset_read_at = local = after
+        return local + self._offset
 
     def _key(self, relay: str, suffix: object) -> str:
         # The braces keep one relay's keys in one Redis Cluster slot, as a script needs.
@@ -235,12 +267,12 @@ class RedisRelayState:
         return marks
 
     def mark_down(self, relay: str, seconds: float, reason: str) -> None:
-        until = time.time() + seconds
+        until = self.now() + seconds
         with self._guard():
             self.client.set(self._key(relay, "down"), f"{until}|{reason}", px=int(seconds * 1000))
 
     def acquire_slot(self, relay: str, holder: str, limit: int, ttl: float) -> bool:
-        now = time.time()
+        now = self.now()
         with self._guard():
             got = self._acquire(
                 keys=[self._key(relay, "slots")],
@@ -259,7 +291,7 @@ class RedisRelayState:
         unused: int = 0,
         windows: Windows | None = None,
     ) -> Grant:
-        now = time.time()
+        now = self.now()
         current, hour_gone, day_gone, seconds_left = windows_at(now)
         keys = [
             self._key(relay, f"s:{current.second}"),
