@@ -105,7 +105,8 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("send_id", "subscriber_id"),
-        Index("ix_deliveries_send_status", "send_id", "status"),
+        # sent_at too: a send's report reads its accepted deliveries by time (migration 0014).
+        Index("ix_deliveries_send_status_sent", "send_id", "status", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
