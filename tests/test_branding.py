@@ -227,6 +227,42 @@ def test_transactional_mail_uses_the_saved_branding_without_a_restart(
     assert "Migrant Rights Network" not in html + text
 
 
+def test_a_save_in_the_middle_of_a_send_leaves_the_rest_of_that_send_as_it_began(
+    app, admin, client, session, smtp_server
+):
+    """The body is rendered once when a send starts; its From name is read then too, so
+    batches after a save on the branding page still match the body they carry."""
+    from circulars.models import Circular
+    from circulars.sending import engine
+    from circulars.sending.service import create_send
+
+    ctx = app.extensions["circulars.send_context"]
+    members = MailingList(slug="members", name="Members")
+    session.add(members)
+    session.flush()
+    for index in range(ctx.batch_size + 5):
+        add_to_list(session, members, f"person{index:03d}@example.org")
+    draft = Circular(title="Annual meeting", body_markdown="See you **there**.")
+    draft.lists = [members]
+    session.add(draft)
+    session.commit()
+    send = create_send(session, draft.id, [members.id])
+    session.commit()
+    first, second = engine.start_send(session, send.id, ctx)
+    engine.deliver_batch(session, send.id, *first, ctx)
+
+    response = post_branding(client, form_data(name="Red de Migrantes"))
+    assert response.status_code == 302
+    engine._prepared.clear()  # the next batch in another worker process, which has no copy
+    engine.deliver_batch(session, send.id, *second, ctx)
+
+    received = smtp_server.wait_for(ctx.batch_size + 5)
+    names = {parseaddr(parts(item)[0]["From"])[0] for item in received}
+    assert names == {"Migrant Rights Network"}
+    # The next send takes the saved name.
+    assert engine.render_send(draft, ctx).html.count("Red de Migrantes") >= 1
+
+
 # --- preview ----------------------------------------------------------------------------------
 
 

@@ -69,6 +69,9 @@ class Send(Base):
     subject: Mapped[str | None] = mapped_column(Text)
     html_template: Mapped[str | None] = mapped_column(Text)
     text_template: Mapped[str | None] = mapped_column(Text)
+    # The organisation's name in From, read with the branding the send was rendered with: a
+    # save on the branding page in the middle of a send does not change later batches.
+    from_name: Mapped[str | None] = mapped_column(Text)
 
     circular: Mapped[Circular] = relationship()
     lists: Mapped[list[MailingList]] = relationship(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, object_session
 
 from ..archive import archive_path
 from ..language_versions import version_column
+from ..mail.branding import Branding
 from ..mail.mime import (
     AttachmentData,
     Envelope,
@@ -73,7 +74,11 @@ class BatchOutcome:
 
 
 def render_send(
-    circular: Circular, ctx: SendContext, number: int | None = None, language: str | None = None
+    circular: Circular,
+    ctx: SendContext,
+    number: int | None = None,
+    language: str | None = None,
+    branding: Branding | None = None,
 ) -> RenderedCircular:
     """Render one language version as sent (the default one when `language` is None or
     not one of its versions); `number` stands in for a draft's future number in previews.
@@ -96,7 +101,7 @@ def render_send(
             AttachmentInfo(a.filename, a.size) for a in circular.attachments_for(version.language)
         ],
         # Read at each render: a change saved on the branding page applies from the next send.
-        branding=ctx.current_branding(object_session(circular)),
+        branding=branding or ctx.current_branding(object_session(circular)),
         # The date the organisation's readers see is the date where the organisation is.
         sent_on=(circular.first_sent_at or utcnow()).astimezone(ZoneInfo(ctx.timezone)).date(),
         language=version.language,
@@ -106,11 +111,16 @@ def render_send(
 
 
 def _render_versions(send: Send, ctx: SendContext) -> None:
-    """Every language version once: the default on the Send row, the others beside it."""
+    """Every language version once: the default on the Send row, the others beside it.
+
+    All with one reading of the branding, whose name is kept for the From header.
+    """
     circular = send.circular
+    branding = ctx.current_branding(object_session(send))
+    send.from_name = branding.name
     for version in circular.versions():
         try:
-            rendered = render_send(circular, ctx, language=version.language)
+            rendered = render_send(circular, ctx, language=version.language, branding=branding)
         except RenderError as exc:
             raise RenderError(f"{exc} ({version.language} version)") from exc
         if version.is_default:
@@ -253,7 +263,8 @@ def prepared_message(
             )
     assert subject is not None and html_template is not None and text_template is not None
     prepared = prepare_message(
-        from_name=ctx.current_branding(session).name,
+        # A send started before sends kept the name (migration 0015) takes today's.
+        from_name=send.from_name or ctx.current_branding(session).name,
         from_address=ctx.mail_from,
         subject=subject,
         html_template=html_template,
