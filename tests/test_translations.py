@@ -33,7 +33,7 @@ from circulars.sending.service import create_send
 from circulars.subscribers.service import add_to_list
 from circulars.tasks import SEND_TEST
 
-from conftest import ARTIFACTS
+from conftest import ARTIFACTS, csrf_token
 
 ARABIC_TITLE = "الميثاق العالمي: الجولة الأخيرة من المفاوضات"
 ARABIC_BODY = "الزملاء الأعزاء،\n\nتبدأ **الجولة الثانية** الآن.\n"
@@ -544,6 +544,49 @@ def test_admin_adds_edits_previews_and_removes_versions(app, auth, client, sessi
     auth.post_form(draft, remove, {})
     session.expire_all()
     assert circular.translations == [] and attachment.language is None
+
+
+@pytest.mark.parametrize("language", ["fr", "en"])
+def test_a_version_saved_by_someone_else_meanwhile_is_not_overwritten(
+    auth, client, session, language
+):
+    """Two people edit the same version: the second save to arrive is refused with its text
+    kept for copying, instead of silently replacing the first (the default version too)."""
+    auth.create_user()
+    auth.login()
+    circular = Circular(title="Annual meeting", body_markdown="See you there.")
+    session.add(circular)
+    session.commit()
+    add_version(session, circular, "fr", "Assemblée annuelle", "À bientôt.")
+    session.commit()
+    edit = f"/admin/circulars/{circular.id}/versions/{language}"
+
+    mine = client.get(edit)
+    base = re.search(r'name="base" type="hidden" value="([0-9a-f]+)"', mine.text)
+    assert base is not None, mine.text
+    fields = {"csrf_token": csrf_token(mine.text), "base": base.group(1)}
+    # Someone else saves the same version first.
+    theirs = client.post(edit, data={**fields, "title": "Their title", "body": "Their text."})
+    assert theirs.status_code == 302
+
+    late = client.post(edit, data={**fields, "title": "My title", "body": "My own text."})
+    assert late.status_code == 409
+    assert "Someone else saved this version after you opened it" in late.text
+    assert "My own text." in late.text  # shown again, to copy
+    session.expire_all()
+    saved = session.get(Circular, circular.id).version(language)
+    assert (saved.title, saved.body_markdown) == ("Their title", "Their text.")
+
+    # Reloaded, the form starts from their text and saves.
+    again = client.get(edit)
+    fresh = re.search(r'name="base" type="hidden" value="([0-9a-f]+)"', again.text).group(1)
+    ok = client.post(
+        edit,
+        data={"csrf_token": csrf_token(again.text), "base": fresh, "title": "Mine", "body": "B"},
+    )
+    assert ok.status_code == 302
+    session.expire_all()
+    assert session.get(Circular, circular.id).version(language).title == "Mine"
 
 
 def test_test_send_in_a_chosen_version(session, ctx, smtp_server):

@@ -68,6 +68,9 @@ class VersionForm(FlaskForm):
     language = StringField("Language", validators=[Optional(), Length(max=16)])
     title = StringField("Title", validators=[DataRequired(), Length(max=300), single_line])
     body = TextAreaField("Body (Markdown)", validators=[Length(max=500_000)])
+    # A digest of the version as the form showed it: a save over someone else's later save
+    # is refused (see admin/versions.py), not made silently.
+    base = HiddenField(validators=[Optional(), Length(max=64)])
 
 
 class LanguageChoiceForm(FlaskForm):

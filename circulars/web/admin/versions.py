@@ -8,6 +8,7 @@ refusal into a message next to the field or a flash, and change nothing.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, url_for
@@ -52,6 +53,12 @@ def _back(circular: Circular, anchor: str = "languages") -> Any:
 def _sent(circular: Circular) -> Any:
     flash("This circular has been sent; its language versions can no longer change.", "error")
     return _back(circular)
+
+
+def _digest(title: str, body: str) -> str:
+    """What an edit form started from, to tell whether the version changed since. A form
+    from before this check carries none and is saved as before."""
+    return hashlib.sha256(f"{title}\0{body}".encode()).hexdigest()
 
 
 def _form_page(circular: Circular, form: VersionForm, language: str | None, status: int) -> Any:
@@ -114,8 +121,17 @@ def edit_version(circular_id: int, language: str) -> Any:
     form = VersionForm()
     if not form.is_submitted():
         form.title.data, form.body.data = version.title, version.body_markdown
+        form.base.data = _digest(version.title, version.body_markdown)
         return _form_page(circular, form, version.language, 200)
     if form.validate_on_submit():
+        if form.base.data and form.base.data != _digest(version.title, version.body_markdown):
+            # Someone saved this version in between: keep theirs, show this text for copying.
+            form.title.errors = [
+                *form.title.errors,
+                "Someone else saved this version after you opened it. Nothing was overwritten: "
+                "reload the page to see their version, and copy your changes from below.",
+            ]
+            return _form_page(circular, form, version.language, 409)
         try:
             update_version(db.session, circular, version.language, form.title.data, form.body.data)
         except TranslationRefused as exc:
