@@ -456,6 +456,100 @@ def test_duplicates_are_merged_newest_details_kept_status_never_moves_back(
     assert normalise_organisation("Coastal Workers Union (Mombasa)") != kenya.org_key
 
 
+def site_tokens(app: Any) -> EndorsementTokens:
+    """The links the site makes and reads (its secret key, its expiry)."""
+    with app.test_request_context():
+        from circulars.web.public.endorse import tokens
+
+        return tokens()
+
+
+def _links_at(monkeypatch: Any, tokens: EndorsementTokens):
+    """A link made at a chosen moment, as the form makes one right after storing a submission."""
+
+    def make(moment: datetime, endorsement_id: int, submission: Submission) -> str:
+        with monkeypatch.context() as patched:
+            patched.setattr(TimestampSigner, "get_timestamp", lambda self: int(moment.timestamp()))
+            return tokens.make(endorsement_id, submission)
+
+    return make
+
+
+def test_links_used_out_of_order_never_bring_older_details_back(app, client, session, monkeypatch):
+    """Each submission mails its own link. Used late, an older link changes nothing once a
+    later submission's details are on file, and before any confirmation it confirms
+    nothing if a later submission gave another address (the later link does)."""
+    from circulars.endorsements.service import confirm, submit
+
+    circular = publish(session)
+    tokens = site_tokens(app)
+    link_at = _links_at(monkeypatch, tokens)
+    start = utcnow() - timedelta(hours=2)
+
+    def submitted(minutes: int, name: str, email: str) -> str:
+        submission = Submission("Coastal Workers Union", "KE", name, email, "")
+        moment = start + timedelta(minutes=minutes)
+        outcome = submit(session, circular, submission, ip=None, now=moment)
+        session.commit()
+        return link_at(moment, outcome.endorsement_id, submission)
+
+    def used(link: str, minutes: int):
+        outcome = confirm(session, tokens.read(link), now=start + timedelta(minutes=minutes))
+        session.commit()
+        return outcome
+
+    # Before any confirmation: Juma, then Amina with another address.
+    juma = submitted(0, "Juma Mwangi", "juma@coastal.example")
+    amina = submitted(10, "Amina Bakari", "amina@coastal.example")
+    late = used(juma, 15)
+    assert late.superseded and not late.changed
+    [row] = rows(session)
+    assert (row.status, row.contact_name, row.email) == (
+        "pending_confirmation",
+        "Amina Bakari",
+        "amina@coastal.example",
+    )
+    assert used(amina, 16).newly_confirmed
+    # Confirmed: two more submissions wait in their links; the later one is used first.
+    zawadi = submitted(20, "Zawadi Otieno", "zawadi@coastal.example")
+    baraka = submitted(30, "Baraka Kamau", "baraka@coastal.example")
+    assert used(baraka, 35).details_changed
+    stale = used(zawadi, 40)
+    assert not stale.changed and not stale.superseded
+    [row] = rows(session)
+    assert (row.status, row.contact_name, row.email) == (
+        "confirmed",
+        "Baraka Kamau",
+        "baraka@coastal.example",
+    )
+    # Through the page: the superseded link says so, with the same answer in any case.
+    kiprop = submitted(50, "Kiprop", "kiprop@coastal.example")
+    assert used(kiprop, 51).details_changed
+    page = client.post(f"/endorsements/confirm/{zawadi}")
+    assert page.status_code == 200 and "already confirmed; nothing has changed" in page.text
+
+
+def test_a_superseded_link_says_to_use_the_newer_one(app, client, session, monkeypatch):
+    from circulars.endorsements.service import submit
+
+    circular = publish(session)
+    link_at = _links_at(monkeypatch, site_tokens(app))
+    start = utcnow() - timedelta(hours=1)
+    first = Submission("Coastal Workers Union", "KE", "Juma", "juma@coastal.example", "")
+    outcome = submit(session, circular, first, ip=None, now=start)
+    session.commit()
+    old_link = link_at(start, outcome.endorsement_id, first)
+    later = Submission("Coastal Workers Union", "KE", "Amina", "amina@coastal.example", "")
+    submit(session, circular, later, ip=None, now=start + timedelta(minutes=5))
+    session.commit()
+
+    page = client.post(f"/endorsements/confirm/{old_link}")
+    assert page.status_code == 409
+    assert "replaced by a newer one" in page.text
+    [row] = rows(session)
+    assert (row.status, row.email) == ("pending_confirmation", "amina@coastal.example")
+
+
 # --- the secretariat's decision ---------------------------------------------------------------
 
 

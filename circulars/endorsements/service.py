@@ -164,6 +164,7 @@ def submit(
             submissions=1,
             created_at=now,
             updated_at=now,
+            details_at=now,
             ip=ip,
         )
         try:
@@ -187,6 +188,7 @@ def submit(
     if row.status == EndorsementStatus.PENDING_CONFIRMATION:
         # Nothing confirmed yet to protect: the newest details are the ones to confirm.
         _apply(row, submission)
+        row.details_at = now
     return SubmitOutcome(row.id, True, row.status)
 
 
@@ -209,6 +211,9 @@ class ConfirmOutcome:
     endorsement: Endorsement | None  # None: the circular or the row is gone
     newly_confirmed: bool = False
     details_changed: bool = False
+    # An older link, for an address a later submission replaced before anyone confirmed:
+    # it confirms nothing (the later link, sent to the address now on file, does).
+    superseded: bool = False
 
     @property
     def changed(self) -> bool:
@@ -219,7 +224,10 @@ def confirm(session: Session, token: ConfirmToken, now: datetime | None = None) 
     """Use a confirmation link; a second use of the same link changes nothing. The caller commits.
 
     The link's details (the submission it was sent for) become the row's
-    contact details: the last confirmed submission is the one kept.
+    contact details, unless the row holds those of a later submission: the
+    latest submission confirmed is the one kept, whatever order the links are
+    used in. A link's time has whole seconds, so one from the same second as
+    the details on file counts as theirs.
     """
     row = session.get(Endorsement, token.endorsement_id)
     if row is None:
@@ -227,11 +235,22 @@ def confirm(session: Session, token: ConfirmToken, now: datetime | None = None) 
     if normalise_organisation(token.submission.organisation) != row.org_key:
         return ConfirmOutcome(None)  # cannot happen with our links; refuse rather than guess
     now = now or utcnow()
+    older = (
+        token.issued_at is not None
+        and row.details_at is not None
+        and token.issued_at + timedelta(seconds=1) < row.details_at
+    )
     newly = row.status == EndorsementStatus.PENDING_CONFIRMATION
+    if newly and older and token.submission.email.lower() != row.email.lower():
+        return ConfirmOutcome(row, superseded=True)
     if newly:
         row.status = EndorsementStatus.CONFIRMED
         row.confirmed_at = now
-    changed = _apply(row, token.submission)
+    changed = False
+    if not older:
+        changed = _apply(row, token.submission)
+        if token.issued_at is not None:
+            row.details_at = max(token.issued_at, row.details_at or token.issued_at)
     if newly or changed:
         row.updated_at = now
     session.flush()

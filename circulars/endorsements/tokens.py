@@ -10,7 +10,7 @@ is confirmed too, and the link is where those details wait. It is signed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -34,6 +34,8 @@ class Submission:
 class ConfirmToken:
     endorsement_id: int
     submission: Submission
+    #: When the link was made (to the second): right after its submission was stored.
+    issued_at: datetime | None = None
 
 
 class EndorsementTokens:
@@ -58,7 +60,9 @@ class EndorsementTokens:
     def read(self, token: str) -> ConfirmToken:
         """Raises TokenError (expired, or not a link we made)."""
         try:
-            payload = self._serializer.loads(token, max_age=self._max_age)
+            payload, issued_at = self._serializer.loads(
+                token, max_age=self._max_age, return_timestamp=True
+            )
         except SignatureExpired as exc:
             raise TokenError("This link has expired.", expired=True) from exc
         except BadSignature as exc:
@@ -71,4 +75,4 @@ class EndorsementTokens:
             or not all(isinstance(item, str) for item in payload[1:])
         ):
             raise TokenError("This link is not valid.")
-        return ConfirmToken(payload[0], Submission(*payload[1:]))
+        return ConfirmToken(payload[0], Submission(*payload[1:]), issued_at)

@@ -48,3 +48,6 @@ class Endorsement(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     ip: Mapped[str | None] = mapped_column(String(45))  # of the latest submission
+    # When the submission whose contact details the row holds was made: a confirmation
+    # link older than that (a superseded submission) never brings older details back.
+    details_at: Mapped[datetime | None]

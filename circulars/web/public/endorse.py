@@ -286,6 +286,18 @@ def endorse_confirm_post(token: str) -> Any:
     db.session.commit()
     if outcome.endorsement is None:
         return _nothing_to_confirm()
+    if outcome.superseded:
+        return (
+            render_template(
+                "public/link_error.html",
+                expired=False,
+                message=_(
+                    "This link was replaced by a newer one, sent to the address given last "
+                    "for this endorsement: use that one. Nothing was changed."
+                ),
+            ),
+            409,
+        )
     circular = db.session.get(Circular, outcome.endorsement.circular_id)
     return render_template(
         "public/endorse_confirmed.html",
