@@ -517,6 +517,45 @@ def test_dns_check_unreachable(dns_admin, client, app, monkeypatch):
     assert ">found<" not in page.text
 
 
+@pytest.mark.parametrize(
+    ("mail_domain", "dkim_domain", "aligned"),
+    [
+        ("example.org", "example.org", True),
+        ("news.example.org", "example.org", True),  # a parent of the From domain
+        ("example.org", "mail.example.org", True),  # a subdomain of it
+        ("news.example.org", "mail.example.org", True),  # siblings under example.org
+        ("EXAMPLE.org.", "example.ORG", True),
+        ("example.org", "example.net", False),
+        ("network.example", "othernetwork.example", False),
+        ("example.org", "sendingservice.com", False),
+    ],
+)
+def test_dkim_alignment_with_the_from_domain(mail_domain, dkim_domain, aligned):
+    from circulars.mail.dns_records import dkim_alignment_problem
+
+    problem = dkim_alignment_problem(mail_domain, dkim_domain)
+    assert (problem == "") is aligned, problem
+    if not aligned:
+        assert "DKIM_DOMAIN" in problem and "DMARC" in problem
+
+
+def test_dns_page_warns_when_signatures_would_not_count_for_dmarc(
+    dns_admin, client, app, monkeypatch
+):
+    settings = app.extensions["circulars.settings"]
+    # The fixture signs for example.org while mail goes out from circulars.test.
+    page = client.get("/admin/dns")
+    assert "Messages are signed for example.org (DKIM_DOMAIN) but sent from circulars.test" in (
+        page.text
+    )
+    monkeypatch.setitem(
+        app.extensions,
+        "circulars.settings",
+        dataclasses.replace(settings, dkim_domain="circulars.test"),
+    )
+    assert "(DKIM_DOMAIN) but sent from" not in client.get("/admin/dns").text
+
+
 def test_dns_page_is_for_admins_only(app, auth, client):
     auth.create_user("sender@example.org", "sender")
     assert client.get("/admin/dns").status_code in (302, 401)

@@ -90,6 +90,35 @@ def expected_records(
     return records
 
 
+def dkim_alignment_problem(mail_domain: str, dkim_domain: str) -> str:
+    """Why DMARC would not count our signatures, or "" when it would.
+
+    DMARC passes on DKIM only for a signature whose d= domain shares the From
+    domain's organisational domain (relaxed alignment, the default). The
+    same domain, a parent or a subdomain always does; two names sharing two
+    or more labels (news.example.org and mail.example.org) do unless what
+    they share is a public suffix such as co.uk, which we cannot tell without
+    the Public Suffix List, so we stay silent then. The return path is always
+    on the From domain (VERP), so SPF is aligned whatever this says.
+    """
+    mail, dkim = mail_domain.lower().rstrip("."), dkim_domain.lower().rstrip(".")
+    if mail == dkim or mail.endswith("." + dkim) or dkim.endswith("." + mail):
+        return ""
+    shared = 0
+    for left, right in zip(reversed(mail.split(".")), reversed(dkim.split(".")), strict=False):
+        if left != right:
+            break
+        shared += 1
+    if shared >= 2:
+        return ""
+    return (
+        f"Messages are signed for {dkim} (DKIM_DOMAIN) but sent from {mail} (MAIL_FROM): "
+        f"receivers checking DMARC will not count those signatures, because the two are not "
+        f"the same organisation's domain. Set DKIM_DOMAIN to {mail} or a parent of it, and "
+        f"publish the keys there."
+    )
+
+
 def _tags(value: str) -> dict[str, str]:
     tags = {}
     for part in value.split(";"):

@@ -14,6 +14,7 @@ from ...mail.dns_records import (
     Resolver,
     check_records,
     dnspython_resolver,
+    dkim_alignment_problem,
     expected_records,
 )
 from ..forms import ConfirmForm
@@ -72,6 +73,9 @@ def dns() -> Any:
         checks=checks,
         unreachable=bool(checks) and all(c.status == UNREACHABLE for c in checks),
         key_error=key_error,
+        alignment=dkim_alignment_problem(settings().mail_domain, settings().dkim_signing_domain)
+        if settings().dkim_selectors
+        else "",
         form=form,
         config=settings(),
     )
