@@ -13,8 +13,8 @@ from ...mail.dns_records import (
     UNREACHABLE,
     Resolver,
     check_records,
-    dnspython_resolver,
     dkim_alignment_problem,
+    dnspython_resolver,
     expected_records,
 )
 from ..forms import ConfirmForm
