@@ -777,8 +777,10 @@ def demo_command() -> None:
 
 
 from .digest_cli import digests_command  # noqa: E402  (the command lives beside its service)
+from .endorsement_cli import endorsements_group  # noqa: E402
 
 main.add_command(digests_command)
+main.add_command(endorsements_group)
 
 
 if __name__ == "__main__":

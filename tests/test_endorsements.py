@@ -973,3 +973,66 @@ def test_the_form_and_the_list_in_arabic_right_to_left(client, session):
     archive = client.get(page_url(circular) + "?lang=ar").text
     assert listed(archive) == ["شبكة العمال المهاجرين (كينيا)"]
     assert "أيّدت منظمة واحدة هذا البيان (1)." in archive
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_cli_opens_lists_decides_exports_and_closes(
+    app, runner, client, session, enqueued, smtp_server, tmp_path
+):
+    circular = publish(session, open=False)
+    result = runner.invoke(["endorsements", "open", "27", "--until", "2099-06-30 18:00"])
+    assert result.exit_code == 0, result.output
+    assert "Circular No. 27 is open until 2099-06-30 18:00 (UTC) for endorsement." in result.output
+    assert endorse(client, circular).status_code == 200
+    run_mail_tasks(app, enqueued)
+    assert client.post(confirm_path(smtp_server.messages()[-1].message)).status_code == 200
+    endorse(client, circular, organisation="=HYPERLINK(1)", email="bad@x.example")  # unconfirmed
+    confirmed, pending = sorted(rows(session), key=lambda row: row.status)
+
+    listed_out = runner.invoke(["endorsements", "list", "27"]).output
+    assert "open until 2099-06-30 18:00 (UTC); 1 pending confirmation, 1 confirmed" in listed_out
+    assert f"{confirmed.id}\tconfirmed\t{confirmed.organisation}\tKE\t" in listed_out
+    only = runner.invoke(["endorsements", "list", "27", "--status", "confirmed"]).output
+    assert str(pending.id) + "\t" not in only
+
+    decided = runner.invoke(["endorsements", "approve", "27", str(confirmed.id), str(pending.id)])
+    assert decided.exit_code == 0, decided.output
+    assert "1 approved, 0 already approved, 1 not decided" in decided.output
+    assert listed(client.get(page_url(circular)).text) == [f"{confirmed.organisation} (Kenya)"]
+    # An id of no endorsement of this circular: refused, nothing changes.
+    refused = runner.invoke(["endorsements", "reject", "27", str(confirmed.id), "999999"])
+    assert refused.exit_code == 2 and "has no endorsement 999999" in refused.output
+    session.expire_all()
+    assert session.get(Endorsement, confirmed.id).status == "approved"
+
+    target = tmp_path / "endorsements.csv"
+    exported = runner.invoke(["endorsements", "export", "27", "-o", str(target)])
+    assert exported.exit_code == 0, exported.output
+    lines = list(csv.reader(io.StringIO(target.read_text(encoding="utf-8"))))
+    assert lines[0][0] == "organisation" and len(lines) == 3
+    assert ["'=HYPERLINK(1)"] == [line[0] for line in lines[1:] if "HYPERLINK" in line[0]]
+
+    closed = runner.invoke(["endorsements", "close", "27"])
+    assert closed.exit_code == 0 and "closed for endorsement" in closed.output
+    session.expire_all()
+    assert not session.get(Circular, circular.id).endorsement_open
+
+
+def test_cli_refuses_bad_input_and_changes_nothing(runner, session):
+    publish(session, open=False)
+    draft = Circular(title="Draft", body_markdown="x")
+    session.add(draft)
+    session.commit()
+    for args, message in (
+        (["endorsements", "open", "99"], "there is no circular No. 99"),
+        (["endorsements", "open", "27", "--until", "2001-01-01 10:00"], "--until:"),
+        (["endorsements", "open", "27", "--until", "next week"], "is not a date and time"),
+        (["endorsements", "list", "27", "--status", "maybe"], "Invalid value"),
+    ):
+        result = runner.invoke(args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+    session.expire_all()
+    assert session.scalar(select(Circular).where(Circular.number == 27)).endorsement_open is False
