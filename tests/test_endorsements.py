@@ -1012,7 +1012,7 @@ def test_cli_opens_lists_decides_exports_and_closes(
     assert exported.exit_code == 0, exported.output
     lines = list(csv.reader(io.StringIO(target.read_text(encoding="utf-8"))))
     assert lines[0][0] == "organisation" and len(lines) == 3
-    assert ["'=HYPERLINK(1)"] == [line[0] for line in lines[1:] if "HYPERLINK" in line[0]]
+    assert [line[0] for line in lines[1:] if "HYPERLINK" in line[0]] == ["'=HYPERLINK(1)"]
 
     closed = runner.invoke(["endorsements", "close", "27"])
     assert closed.exit_code == 0 and "closed for endorsement" in closed.output
