@@ -15,6 +15,7 @@ import time
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -612,6 +613,37 @@ def test_each_digest_is_recorded_before_the_relay_takes_the_next(
     assert len(w.new_digests()) == 12
     # When the relay took digest k, the k before it were already recorded.
     assert seen == [(k, k) for k in range(12)]
+
+
+def test_a_branding_save_during_a_run_leaves_that_run_as_it_began(
+    world, session, smtp_server, monkeypatch
+):
+    """The run is rendered once when it starts; its From name is read then too, so a worker
+    that takes the run over after a save on the branding page sends it unchanged."""
+    from circulars.branding_settings import save_branding, values_of
+
+    w = world
+    for i in range(3):
+        w.join(w.partners, f"reader{i}@example.org", delivery="weekly")
+    w.now = at(4)
+    w.send("Branding", [w.partners])
+    w.new_digests()
+    moment = at(9, 9, 1)
+    runs.create_due_runs(session, moment, w.ctx.timezone)
+    session.commit()
+    run_id = session.scalar(select(DigestRun.id))
+    assert runs.snapshot(session, run_id, w.ctx, now=moment)
+
+    values = values_of(w.ctx.current_branding(session))
+    renamed = replace(values, name="Red de Migrantes")
+    save_branding(session, renamed, files=w.app.extensions["circulars.files"], user=None)
+    runs.deliver(session, run_id, w.ctx, now=moment)
+
+    digests = [item for item in smtp_server.messages() if "-bounces+d" in item.mail_from]
+    assert len(digests) == 3
+    names = {parseaddr(str(item.message["From"]))[0] for item in digests}
+    assert names == {w.ctx.branding.name}
+    assert "Red de Migrantes" not in names
 
 
 # --- command line ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..mail.branding import Branding
 from ..mail.mime import Envelope, PreparedMessage, build_message, new_message_id, prepare_message
 from ..mail.personalise import RecipientFields
 from ..mail.relays import RelayLimited
@@ -222,6 +223,7 @@ def render_group(
     list_name: str,
     frequency: str,
     period_end: datetime,
+    branding: Branding | None = None,
 ) -> Any:
     """One digest rendered (subject, HTML, text), with markers for the reader's fields."""
     from zoneinfo import ZoneInfo
@@ -240,7 +242,7 @@ def render_group(
         frequency=frequency,
         period_end=period_end.astimezone(ZoneInfo(ctx.timezone)).date(),
         language=language,
-        branding=ctx.current_branding(session),
+        branding=branding or ctx.current_branding(session),
     )
 
 
@@ -258,6 +260,10 @@ def snapshot(session: Session, run_id: int, ctx: SendContext, now: datetime | No
     run = session.get(DigestRun, run_id, populate_existing=True)
     assert run is not None
     mailing_list = run.mailing_list
+    # One reading of the branding for every group, its name kept for From: a save on the
+    # branding page while the run goes on changes neither (as for a send).
+    branding = ctx.current_branding(session)
+    run.from_name = branding.name
     # Readers with their circulars; groups hold only ids and addresses, a few per reader.
     groups = plan_groups(reader_digests(session, run.list_id, run.frequency, run.period_end, now))
     total = 0
@@ -270,6 +276,7 @@ def snapshot(session: Session, run_id: int, ctx: SendContext, now: datetime | No
             list_name=mailing_list.name,
             frequency=run.frequency,
             period_end=run.period_end,
+            branding=branding,
         )
         row = DigestGroup(
             run_id=run.id,
@@ -360,7 +367,8 @@ def _prepared(session: Session, group_id: int, run: DigestRun, ctx: SendContext)
     assert group is not None
     mailing_list = run.mailing_list
     return prepare_message(
-        from_name=ctx.current_branding(session).name,
+        # A run started before runs kept the name (migration 0017) takes today's.
+        from_name=run.from_name or ctx.current_branding(session).name,
         from_address=ctx.mail_from,
         subject=group.subject,
         html_template=group.html_template,

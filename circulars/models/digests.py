@@ -51,6 +51,8 @@ class DigestRun(Base):
     groups_count: Mapped[int | None]
     sent_count: Mapped[int | None]
     failed_count: Mapped[int | None]
+    # The organisation's name in From, read with the branding the run was rendered with.
+    from_name: Mapped[str | None] = mapped_column(Text)
 
     mailing_list: Mapped[MailingList] = relationship()
 
