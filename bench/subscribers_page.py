@@ -328,22 +328,6 @@ def time_pages(client: Any, pages: list[tuple[str, str]], runs: int) -> list[tup
     return results
 
 
-def add_trigram_indexes(engine: Any) -> float:
-    """What a migration could add on PostgreSQL; here only in the benchmark's database."""
-    started = time.perf_counter()
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
-        for column in ("email", "name", "organization"):
-            conn.execute(
-                text(
-                    f"CREATE INDEX bench_trgm_{column} ON subscribers "  # noqa: S608
-                    f"USING gin ({column} gin_trgm_ops)"
-                )
-            )
-        conn.execute(text("ANALYZE subscribers"))
-    return time.perf_counter() - started
-
-
 def time_bulk(app: Any) -> None:
     """A bulk add of everyone on Members to a new list, and its confirmation count."""
     from circulars.extensions import db
@@ -395,12 +379,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--bulk", action="store_true", help="also time a bulk add and remove")
-    parser.add_argument(
-        "--trgm",
-        action="store_true",
-        help="PostgreSQL: afterwards, add pg_trgm GIN indexes in this throwaway database (not "
-        "in the schema) and time the pages again, to measure what a migration would bring",
-    )
     options = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="circulars-bench-"))
@@ -429,10 +407,6 @@ def main() -> None:
         time_pages(client, pages, options.runs)
         if options.bulk:
             time_bulk(app)
-        if options.trgm and options.stack == "postgres":
-            seconds = add_trigram_indexes(db.engine)
-            print(f"pg_trgm GIN indexes on email, name, organization built in {seconds:.1f} s")
-            time_pages(client, pages, options.runs)
         db.session.remove()
         db.engine.dispose()
     finally:
