@@ -503,15 +503,23 @@ def import_subscribers(
     options = options or ImportOptions()
     report = ImportReport(sink=on_reject)
     merging = threading.Lock()
+    # Chunks written out of order wait here, so the rejected lines reach `on_reject` in
+    # file order. What waits is a chunk's counts and rejected lines, never its rows.
+    waiting: dict[int, ImportReport] = {}
+    next_number = 0
 
     def write(writer: Session, batch: _Batch) -> None:
+        nonlocal next_number
         chunk = ImportReport(hold=True, rows=batch.rows_read)
         for rejected, kind in batch.rejected:
             chunk.reject(rejected, kind)
         if batch.rows:
             _write_chunk(writer, batch.rows, mailing_list.id, options, chunk)
         with merging:
-            report.add(chunk)
+            waiting[batch.number] = chunk
+            while next_number in waiting:
+                report.add(waiting.pop(next_number))
+                next_number += 1
         if on_chunk is not None:
             on_chunk(writer, chunk, batch.position)
 
@@ -579,6 +587,7 @@ class _Batch:
     rows_read: int = 0
     position: int = 0
     last: bool = False
+    number: int = 0  # its place in the file: 0, 1, 2, …
     error: BaseException | None = None
 
 
@@ -604,6 +613,7 @@ class _Reader(threading.Thread):
         self._halt = threading.Event()
         self._taking = threading.Lock()
         self._finished = False
+        self._numbered = 0
         self._batch = _Batch()
         self._report = ImportReport(sink=self._rejected)
         self._counted = 0
@@ -657,6 +667,7 @@ class _Reader(threading.Thread):
         batch.rows_read = self._report.rows - self._counted
         self._counted = self._report.rows
         batch.position = self._stream.tell()
+        batch.number, self._numbered = self._numbered, self._numbered + 1
         batch.last = last
         self._put(batch)
 
