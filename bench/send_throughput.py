@@ -15,7 +15,11 @@ For each shape and run it prints:
 - the peak resident memory (VmHWM) of each worker process;
 - the bare loop, measured in the same run just before: two processes each
   sending prebuilt copies of a real signed message of the same shape over one
-  smtplib connection to the same smtp-sink, and the ratio of the two rates.
+  smtplib connection to the same smtp-sink, and the ratio of the two rates;
+- the ceiling, also measured in the same run: how many RSA-2048 signatures,
+  and how many whole DKIM signings of the same message, two processes doing
+  nothing else make per second. No sender that signs each personalised
+  message can pass it on this machine.
 
 The benchmark creates a throwaway PostgreSQL database and uses a Redis
 database of its own (`--redis-db`, flushed before and after); it drops and
@@ -212,6 +216,51 @@ def bare_loop(
     return sent / (last - started), cpu.value / sent * 1000, sink_cpu / sent * 1000
 
 
+def _signer_process(
+    signer: Any, message: bytes, count: int, whole: bool, ready: Any, out: Any
+) -> None:
+    key = signer.keys[0]
+    data = message[:600]
+    ready.wait()
+    started = time.monotonic()
+    for _ in range(count):
+        if whole:
+            signer.sign(message)
+        else:
+            key.sign(data)
+    with out.get_lock():
+        out.value = max(out.value, time.monotonic() - started)
+
+
+def signing_ceiling(
+    signer: Any, message: bytes, total: int = 2000, processes: int = 2
+) -> tuple[float, float]:
+    """Signatures per second of `processes` processes doing nothing else: the key's
+    signature alone, and the whole DKIM signing of `message` (canonicalisation,
+    hashes, signature). No sender that signs each message can go faster on this
+    machine, so it bounds what the end-to-end ratio can reach."""
+    context = multiprocessing.get_context("fork")
+    rates = []
+    for whole in (False, True):
+        ready = context.Event()
+        slowest = context.Value("d", 0.0)
+        share = total // processes
+        workers = [
+            context.Process(
+                target=_signer_process, args=(signer, message, share, whole, ready, slowest)
+            )
+            for _ in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        time.sleep(0.2)
+        ready.set()
+        for worker in workers:
+            worker.join()
+        rates.append(share * processes / slowest.value)
+    return rates[0], rates[1]
+
+
 # --- set-up -------------------------------------------------------------------------------
 
 
@@ -284,6 +333,11 @@ class Bench:
             db.session.remove()
         assert captured and b"DKIM-Signature: v=1; a=rsa-sha256" in captured[0]
         return captured[0]
+
+    def signer(self) -> Any:
+        from circulars.wiring import dkim_signer
+
+        return dkim_signer(self.app.extensions["circulars.settings"])
 
     def start_send(self, circular_id: int) -> int:
         """What `circulars send` does: the Send row, then START_SEND for a worker."""
@@ -431,6 +485,7 @@ def end_to_end(
     circular_id = bench.create_circular(shape, f"{shape}-{run_no}")
     message = bench.sample_message(circular_id)
     bare, bare_cpu, bare_sink_cpu = bare_loop(bench.sink, message, bare_count)
+    key_rate, signing_rate = signing_ceiling(bench.signer(), message)
     worker = start_worker(bench.env, bench.workdir / f"worker-{shape}-{run_no}.log")
     try:
         base = bench.sink.accepted
@@ -487,6 +542,8 @@ def end_to_end(
         "rate": rate,
         "bare": bare,
         "ratio": rate / bare,
+        "key_rate": key_rate,
+        "signing_rate": signing_rate,
         "rss": rss,
         "parent_rss": parent_rss,
     }
@@ -627,6 +684,13 @@ def main() -> None:
                     f"    CPU ms a message: workers {cpu['workers']:.2f}, smtp-sink "
                     f"{cpu['sink']:.2f}, PostgreSQL backends {cpu['postgres']:.2f}; "
                     f"bare loop {cpu['bare']:.2f}, smtp-sink {cpu['bare_sink']:.2f}",
+                    flush=True,
+                )
+                print(
+                    f"    ceiling, two processes doing nothing else: RSA-2048 signature "
+                    f"{result['key_rate']:.0f}/s ({result['key_rate'] / result['bare']:.0%} of "
+                    f"the bare loop), whole DKIM signing {result['signing_rate']:.0f}/s "
+                    f"({result['signing_rate'] / result['bare']:.0%})",
                     flush=True,
                 )
         load = os.getloadavg()

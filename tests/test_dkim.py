@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 import stat
 
@@ -158,6 +159,16 @@ def test_body_canonicalisation_matches_dkimpy(body):
     from dkim.canonicalization import Relaxed
 
     assert canonical_body(body) == Relaxed.canonicalize_body(body)
+
+
+def test_body_canonicalisation_matches_dkimpy_on_random_white_space():
+    from dkim.canonicalization import Relaxed
+
+    rng = random.Random(8)
+    alphabet = [b" ", b" ", b"  ", b"\t", b"\r\n", b"a", b"<td>", b"=\r\n", b"        "]
+    for _ in range(500):
+        body = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 60)))
+        assert canonical_body(body) == Relaxed.canonicalize_body(body), body
 
 
 def test_bare_line_feeds_are_sent_as_crlf_and_verify(keys):

@@ -200,12 +200,30 @@ _FIELD_SPLIT = re.compile(rb"\r\n(?![\t ])")
 
 
 def _compress_wsp(data: bytes) -> bytes:
-    """Every run of spaces and tabs to one space; `bytes.replace` is ten times a regex here."""
+    """Every run of spaces and tabs to one space.
+
+    A regular expression is ten times slower here, and repeating
+    `replace(b"  ", b" ")` until no pair is left scans the whole body once per
+    halving of the longest run (four times for the indentation of our HTML):
+    finding each run and copying around it scans once.
+    """
     if b"\t" in data:
         data = data.replace(b"\t", b" ")
-    while b"  " in data:
-        data = data.replace(b"  ", b" ")
-    return data
+    start = data.find(b"  ")
+    if start < 0:
+        return data
+    pieces = []
+    kept = 0
+    size = len(data)
+    while start >= 0:
+        end = start + 2
+        while end < size and data[end] == 0x20:
+            end += 1
+        pieces.append(data[kept : start + 1])
+        kept = end
+        start = data.find(b"  ", end)
+    pieces.append(data[kept:])
+    return b"".join(pieces)
 
 
 def canonical_body(body: bytes) -> bytes:
