@@ -776,9 +776,11 @@ def demo_command() -> None:
         click.echo(line)
 
 
+from .branding_cli import branding_group  # noqa: E402
 from .digest_cli import digests_command  # noqa: E402  (the command lives beside its service)
 from .endorsement_cli import endorsements_group  # noqa: E402
 
+main.add_command(branding_group)
 main.add_command(digests_command)
 main.add_command(endorsements_group)
 

@@ -4,6 +4,7 @@ page uses what was saved (through the real worker and SMTP server), on each stac
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 from email.utils import parseaddr
@@ -380,6 +381,110 @@ def test_bad_input_is_refused_and_changes_nothing(
     assert saved_count(session) == (1, 1)
     assert stored_files(app) == files_before
     assert "Changed Name" not in client.get("/circulars").text
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_changes_only_the_fields_given_and_shows_them(
+    app, auth, client, session, runner, tmp_path
+):
+    result = runner.invoke(["branding", "show"])
+    assert result.exit_code == 0, result.output
+    assert "Not saved yet: the ORG_* settings are in use." in result.output
+    before = json.loads(runner.invoke(["branding", "show", "--json"]).output)
+    assert before["version"] is None and before["logo"] is None
+
+    logo = tmp_path / "logo.png"
+    logo.write_bytes(image_bytes("PNG", (300, 100)))
+    result = runner.invoke(
+        [
+            "branding",
+            "set",
+            "--name",
+            "Réseau des droits des migrants",
+            "--primary-color",
+            "#7A1F3D",
+            "--postal-address",
+            "Rue de Varembé 1\n1202 Geneva",
+            "--social",
+            "Mastodon=https://social.example/@mrn",
+            "--social",
+            "Blog=https://mrn.example.org/blog",
+            "--logo",
+            str(logo),
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Branding saved (version 1)." in result.output
+    shown = json.loads(runner.invoke(["branding", "show", "--json"]).output)
+    assert shown["name"] == "Réseau des droits des migrants"
+    assert shown["primary_color"] == "#7a1f3d"
+    assert shown["postal_address"] == "Rue de Varembé 1\n1202 Geneva"
+    assert shown["social"] == [
+        {"name": "Mastodon", "url": "https://social.example/@mrn"},
+        {"name": "Blog", "url": "https://mrn.example.org/blog"},
+    ]
+    assert (shown["logo"]["width"], shown["logo"]["height"]) == (300, 100)
+    assert shown["version"] == 1
+    # What was not given stays as it was.
+    assert shown["signoff"] == before["signoff"] and shown["email"] == before["email"]
+    # The public pages use it at once, logo included.
+    page = client.get("/circulars").text
+    assert "Réseau des droits des migrants" in unescape(page)
+    assert client.get(shown["logo"]["path"]).data == logo.read_bytes()
+
+    text = runner.invoke(["branding", "show"]).output
+    assert "Version 1, saved" in text and "Mastodon https://social.example/@mrn" in text
+    assert "(300 × 100 px" in text
+
+    result = runner.invoke(["branding", "set", "--no-social", "--remove-logo", "--fax", "+41 1"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(runner.invoke(["branding", "show", "--json"]).output)
+    assert shown["social"] == [] and shown["logo"] is None and shown["fax"] == "+41 1"
+    assert shown["name"] == "Réseau des droits des migrants" and shown["version"] == 2
+    auth.create_user("admin@example.org", role="admin")
+    auth.login("admin@example.org")
+    assert "Last saved by the command line on" in client.get(PAGE).text
+
+
+@pytest.mark.parametrize(
+    ("args", "messages"),
+    [
+        (
+            ["--primary-color", "#ffff00", "--website", "javascript:alert(1)"],
+            ["--primary-color: White text on #ffff00", "--website: Use a full web address"],
+        ),
+        (["--name", ""], ["--name: The organisation needs a name."]),
+        (["--social", "Blog=javascript:x"], ["--social (link 1): Use a full web address"]),
+        (["--social", "no equals sign"], ["--social 'no equals sign': write NAME=URL"]),
+        (["--social", "A=https://a.example", "--no-social"], ["--social or --no-social"]),
+        (["--logo", "LOGO", "--remove-logo"], ["--logo or --remove-logo"]),
+        (["--logo", "TEXT"], ["--logo: The file is not a PNG, JPEG, GIF or WebP image."]),
+        (["--logo", "LARGE"], ["--logo: The image is larger than the limit of 256.0 KB."]),
+        ([], ["nothing to change"]),
+    ],
+)
+def test_cli_refuses_bad_values_and_saves_nothing(app, session, runner, tmp_path, args, messages):
+    assert runner.invoke(["branding", "set", "--name", "Saved Name"]).exit_code == 0
+    files_before = stored_files(app)
+    (tmp_path / "logo.png").write_bytes(image_bytes("PNG", (200, 50)))
+    (tmp_path / "notes.png").write_text("not an image", encoding="utf-8")
+    (tmp_path / "large.png").write_bytes(image_bytes("PNG", (600, 600), noise=True))
+    paths = {
+        "LOGO": str(tmp_path / "logo.png"),
+        "TEXT": str(tmp_path / "notes.png"),
+        "LARGE": str(tmp_path / "large.png"),
+    }
+    args = [paths.get(arg, arg) for arg in args]
+    result = runner.invoke(["branding", "set", *args])
+    assert result.exit_code == 2, result.output
+    for message in messages:
+        assert message in result.output
+    row = session.scalar(select(BrandingSettings).execution_options(populate_existing=True))
+    assert (row.name, row.version, row.primary_color) == ("Saved Name", 1, "#1f4e79")
+    assert saved_count(session) == (1, 0)
+    assert stored_files(app) == files_before
 
 
 def test_a_post_without_csrf_token_is_refused(app, admin, client, session):
