@@ -539,6 +539,12 @@ def test_dns_check_unreachable(dns_admin, client, app, monkeypatch):
         ("example.org", "example.net", False),
         ("network.example", "othernetwork.example", False),
         ("example.org", "sendingservice.com", False),
+        # The organisational domain is one label below a public suffix, not the last two labels.
+        ("news.example.co.uk", "mail.example.co.uk", True),
+        ("example.co.uk", "other.co.uk", False),
+        ("example.co.uk", "co.uk", False),  # a public suffix is nobody's organisation
+        ("alice.github.io", "bob.github.io", False),  # the list's private section too
+        ("news.network.example", "network.example", True),
     ],
 )
 def test_dkim_alignment_with_the_from_domain(mail_domain, dkim_domain, aligned):

@@ -9,10 +9,13 @@ never touch the network.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from publicsuffixlist import PublicSuffixList
 
 from .dkim import DkimKey
 
@@ -90,26 +93,32 @@ def expected_records(
     return records
 
 
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    return PublicSuffixList()  # the list the package bundles: no download
+
+
+def organisational_domain(domain: str) -> str:
+    """The registered domain DMARC aligns on (RFC 7489 3.2): one label below a public suffix.
+
+    A name that is itself a public suffix (co.uk) or has no dot is its own.
+    """
+    domain = domain.lower().rstrip(".")
+    return _public_suffixes().privatesuffix(domain) or domain
+
+
 def dkim_alignment_problem(mail_domain: str, dkim_domain: str) -> str:
     """Why DMARC would not count our signatures, or "" when it would.
 
-    DMARC passes on DKIM only for a signature whose d= domain shares the From
-    domain's organisational domain (relaxed alignment, the default). The
-    same domain, a parent or a subdomain always does; two names sharing two
-    or more labels (news.example.org and mail.example.org) do unless what
-    they share is a public suffix such as co.uk, which we cannot tell without
-    the Public Suffix List, so we stay silent then. The return path is always
-    on the From domain (VERP), so SPF is aligned whatever this says.
+    DMARC passes on DKIM only for a signature whose d= domain has the same
+    organisational domain as the From domain (relaxed alignment, the
+    default): news.example.org and mail.example.org do, example.co.uk and
+    other.co.uk do not, since co.uk is a public suffix (the Public Suffix
+    List decides). The return path is always on the From domain (VERP), so
+    SPF is aligned whatever this says.
     """
     mail, dkim = mail_domain.lower().rstrip("."), dkim_domain.lower().rstrip(".")
-    if mail == dkim or mail.endswith("." + dkim) or dkim.endswith("." + mail):
-        return ""
-    shared = 0
-    for left, right in zip(reversed(mail.split(".")), reversed(dkim.split(".")), strict=False):
-        if left != right:
-            break
-        shared += 1
-    if shared >= 2:
+    if mail == dkim or organisational_domain(mail) == organisational_domain(dkim):
         return ""
     return (
         f"Messages are signed for {dkim} (DKIM_DOMAIN) but sent from {mail} (MAIL_FROM): "
