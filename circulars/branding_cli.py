@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from flask import current_app
@@ -28,6 +28,7 @@ from .branding_settings import (
     save_branding,
     saved_settings,
 )
+from .cli_support import db_session, fail
 from .images import ImageRefused, check_image
 
 #: The text fields of BrandingValues, each with its option (name -> --option-name).
@@ -36,17 +37,6 @@ TEXT_FIELDS = [f.name for f in fields(BrandingValues) if f.name != "social"]
 
 def _option(field: str) -> str:
     return "--" + field.replace("_", "-")
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(2)
-
-
-def _session() -> Any:
-    from .extensions import db
-
-    return db.session
 
 
 def _defaults() -> Any:
@@ -75,7 +65,7 @@ def branding_group() -> None:
 @with_appcontext
 def branding_show(as_json: bool) -> None:
     """What every email and page uses now."""
-    session = _session()
+    session = db_session()
     values = current_values(session, _defaults())
     row = saved_settings(session)
     logo = current_logo(session)
@@ -158,20 +148,20 @@ def branding_set(
 ) -> None:
     """Change the given fields and keep the others; the next email and page use them."""
     if social and no_social:
-        _fail("give --social or --no-social, not both.")
+        fail("give --social or --no-social, not both.")
     if logo_file is not None and remove_logo:
-        _fail("give --logo or --remove-logo, not both.")
+        fail("give --logo or --remove-logo, not both.")
     changes: dict[str, Any] = {field: value for field, value in texts.items() if value is not None}
     if social or no_social:
         links = []
         for item in social:
             name, equals, url = item.partition("=")
             if not equals:
-                _fail(f"--social {item!r}: write NAME=URL, such as 'Mastodon=https://…'.")
+                fail(f"--social {item!r}: write NAME=URL, such as 'Mastodon=https://…'.")
             links.append((name, url))
         changes["social"] = tuple(links)
     if not changes and logo_file is None and not remove_logo:
-        _fail("nothing to change: give at least one option (see --help).")
+        fail("nothing to change: give at least one option (see --help).")
     image = None
     if logo_file is not None:
         try:
@@ -179,10 +169,10 @@ def branding_set(
                 data = handle.read(LOGO_MAX_SIZE + 1)
             image = check_image(data, max_bytes=LOGO_MAX_SIZE)
         except OSError as exc:
-            _fail(f"--logo: cannot read {logo_file}: {exc.strerror or exc}")
+            fail(f"--logo: cannot read {logo_file}: {exc.strerror or exc}")
         except ImageRefused as exc:
-            _fail(f"--logo: {exc}")
-    session = _session()
+            fail(f"--logo: {exc}")
+    session = db_session()
     values = replace(current_values(session, _defaults()), **changes)
     try:
         row = save_branding(

@@ -12,6 +12,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup
 from sqlalchemy import select
 
+from .cli_support import db_session, fail
 from .config import ConfigError
 
 
@@ -32,17 +33,6 @@ def main() -> None:
     Settings come from the environment (see README.md); with none set, everything
     runs on the embedded default under ./instance.
     """
-
-
-def _session() -> Any:
-    from .extensions import db
-
-    return db.session
-
-
-def fail(message: str, code: int = 2) -> None:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(code)
 
 
 # --- users ------------------------------------------------------------------------------
@@ -67,7 +57,7 @@ def users_create(email: str, role: str, password_stdin: bool) -> None:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    session = _session()
+    session = db_session()
     try:
         user = create_user(session, email, password, role)
     except AccountError as exc:
@@ -100,7 +90,7 @@ def lists_create(slug: str, name: str, description: str, private: bool) -> None:
         fail("the short name may hold lower-case letters, digits and hyphens (at most 64).")
     if not name.strip() or "\n" in name or "\r" in name:
         fail("the name must be a single non-empty line.")
-    session = _session()
+    session = db_session()
     if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
         fail(f"a list named {slug} exists already.")
     session.add(
@@ -113,7 +103,7 @@ def lists_create(slug: str, name: str, description: str, private: bool) -> None:
 def _list_by_slug(slug: str) -> Any:
     from .models import MailingList
 
-    found = _session().scalar(select(MailingList).where(MailingList.slug == slug))
+    found = db_session().scalar(select(MailingList).where(MailingList.slug == slug))
     if found is None:
         fail(f"unknown list {slug!r}.")
     return found
@@ -157,7 +147,7 @@ def subscribers_import(
     if override_reason is not None and not override_reason.strip():
         fail("--override-suppression needs a reason.")
     mailing_list = _list_by_slug(slug)
-    session = _session()
+    session = db_session()
     settings = current_app.extensions["circulars.settings"]
     job = create_job(
         session,
@@ -225,11 +215,11 @@ def subscribers_export(slug: str, status: str, output: Path | None) -> None:
     mailing_list = _list_by_slug(slug)
     query = list_members(mailing_list.id, None if status == "all" else status)
     if output is None:
-        for piece in iter_csv(_session(), query):
+        for piece in iter_csv(db_session(), query):
             click.echo(piece, nl=False)
         return
     with output.open("w", newline="", encoding="utf-8") as handle:
-        write_csv(_session(), query, handle)
+        write_csv(db_session(), query, handle)
     click.echo(f"Exported {mailing_list.slug} ({status}) to {output}.", err=True)
 
 
@@ -314,7 +304,7 @@ def circulars_create(
                 stored.append(store.save(handle, path.name))
             except (UploadTooLarge, EmptyUpload) as exc:
                 fail(f"{path}: {exc}")
-    session = _session()
+    session = db_session()
     circular = Circular(
         title=title.strip(),
         body_markdown=body,
@@ -368,7 +358,7 @@ def circulars_translate(
     from .models import Attachment, Circular
     from .storage import EmptyUpload, UploadTooLarge
 
-    session = _session()
+    session = db_session()
     circular = session.get(Circular, circular_id)
     if circular is None:
         fail(f"no circular with id {circular_id}.")
@@ -441,7 +431,7 @@ def send_command(
     from .sending.service import SendRefused, create_send, send_progress
     from .tasks import START_SEND, enqueue
 
-    session = _session()
+    session = db_session()
     settings = current_app.extensions["circulars.settings"]
     scheduled_at = None
     if at is not None:
@@ -545,7 +535,7 @@ def _control(action: str, send_id: int) -> None:
     from .sending import control
     from .tasks import START_SEND, enqueue
 
-    session = _session()
+    session = db_session()
     try:
         if action == "pause":
             control.pause_send(session, send_id, "Paused from the command line.")
@@ -582,7 +572,7 @@ def sends_cancel(send_id: int) -> None:
     from .models import Send
 
     _control("cancel", send_id)
-    row = _session().get(Send, send_id)
+    row = db_session().get(Send, send_id)
     click.echo(
         f"Send {send_id} cancelled: {row.sent_count} sent, {row.failed_count} failed, "
         f"{row.cancelled_count} not sent."
@@ -604,7 +594,7 @@ def sends_list(limit: int, status: str | None) -> None:
     from .models import Send
     from .sending.service import send_progress
 
-    session = _session()
+    session = db_session()
     query = select(Send).options(selectinload(Send.circular)).order_by(Send.id.desc())
     if status:
         query = query.where(Send.status == status)
@@ -772,7 +762,7 @@ def demo_command() -> None:
     """Create demo lists, subscribers and a draft (and an admin if there is none)."""
     from .demo import seed
 
-    for line in seed(_session(), current_app.extensions["circulars.files"]):
+    for line in seed(db_session(), current_app.extensions["circulars.files"]):
         click.echo(line)
 
 

@@ -8,9 +8,8 @@ page (`/circulars/27-slug`).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -18,6 +17,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from .cli_support import db_session, fail
 from .endorsements.export import export_rows
 from .endorsements.service import (
     EndorsementRefused,
@@ -32,25 +32,14 @@ from .models import Circular, Endorsement, EndorsementStatus
 STATUSES = [status.value for status in EndorsementStatus]
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(2)
-
-
-def _session() -> Any:
-    from .extensions import db
-
-    return db.session
-
-
 def _timezone() -> str:
     return str(current_app.extensions["circulars.settings"].timezone)
 
 
 def _circular(number: int) -> Circular:
-    found = _session().scalar(select(Circular).where(Circular.number == number))
+    found = db_session().scalar(select(Circular).where(Circular.number == number))
     if found is None:
-        _fail(f"there is no circular No. {number} (only sent circulars have a number).")
+        fail(f"there is no circular No. {number} (only sent circulars have a number).")
     return found
 
 
@@ -86,19 +75,19 @@ def endorsements_open(number: int, until: str | None) -> None:
     """Open (or reopen) circular No. NUMBER for endorsement."""
     from .sending.control import ControlRefused, parse_send_time
 
-    session = _session()
+    session = db_session()
     circular = _circular(number)
     closes_at = None
     if until is not None:
         try:
             closes_at = parse_send_time(until, _timezone())
         except ControlRefused as exc:
-            _fail(f"--until: {exc}")
+            fail(f"--until: {exc}")
     try:
         open_for_endorsement(circular, closes_at)
     except EndorsementRefused as exc:
         session.rollback()
-        _fail(str(exc))
+        fail(str(exc))
     session.commit()
     click.echo(f"Circular No. {number} is {_state(circular)} for endorsement.")
 
@@ -108,7 +97,7 @@ def endorsements_open(number: int, until: str | None) -> None:
 @with_appcontext
 def endorsements_close(number: int) -> None:
     """Close circular No. NUMBER for endorsement (what was submitted stays)."""
-    session = _session()
+    session = db_session()
     circular = _circular(number)
     close_endorsement(circular)
     session.commit()
@@ -121,7 +110,7 @@ def endorsements_close(number: int) -> None:
 @with_appcontext
 def endorsements_list(number: int, status: str | None) -> None:
     """Endorsements of circular No. NUMBER: id, status, organisation, country, contact."""
-    session = _session()
+    session = db_session()
     circular = _circular(number)
     counts = status_counts(session, circular.id)
     summary = ", ".join(f"{counts.get(name, 0)} {name.replace('_', ' ')}" for name in STATUSES)
@@ -149,7 +138,7 @@ def endorsements_list(number: int, status: str | None) -> None:
 def endorsements_export(number: int, status: str | None, output: Path | None) -> None:
     """Export the endorsements of circular No. NUMBER as CSV (formula-like cells neutralised)."""
     circular = _circular(number)
-    pieces = export_rows(_session(), circular.id, status=status, timezone=_timezone())
+    pieces = export_rows(db_session(), circular.id, status=status, timezone=_timezone())
     if output is None:
         for piece in pieces:
             click.echo(piece, nl=False)
@@ -161,7 +150,7 @@ def endorsements_export(number: int, status: str | None, output: Path | None) ->
 
 
 def _decide(number: int, ids: tuple[int, ...], approve: bool) -> None:
-    session = _session()
+    session = db_session()
     circular = _circular(number)
     known = set(
         session.scalars(
@@ -172,7 +161,7 @@ def _decide(number: int, ids: tuple[int, ...], approve: bool) -> None:
     )
     foreign = sorted(set(ids) - known)
     if foreign:
-        _fail(
+        fail(
             f"circular No. {number} has no endorsement {', '.join(map(str, foreign))}; "
             "nothing changed (see `circulars endorsements list`)."
         )
