@@ -12,7 +12,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from circulars.models import Circular, Delivery, MailingList, Send, Subscriber, Subscription
+from circulars.models import (
+    Circular,
+    Delivery,
+    MailingList,
+    Send,
+    Subscriber,
+    Subscription,
+    utcnow,
+)
 from circulars.sending import engine
 from circulars.sending.service import create_send
 from circulars.subscribers.service import add_to_list, unsubscribe
@@ -232,3 +240,82 @@ def test_a_batch_slower_than_its_lease_keeps_its_rows(session, ctx, two_lists, s
     assert outcomes[0].sent == 15
     received = Counter(message.rcpt_tos[0] for message in smtp_server.messages())
     assert len(received) == 15 and set(received.values()) == {1}
+
+
+def test_marks_land_and_leave_no_prepared_statement_behind(app, session, ctx, two_lists):
+    """Marks of every shape commit; on PostgreSQL they run as prepared statements that
+    `close` deallocates, and a name left on a pooled connection does not stop a batch."""
+    from sqlalchemy import create_engine, text
+
+    from circulars.sending.marks import PipelinedMarks, SessionMarks, marks_for
+
+    send, _ = start(session, ctx, two_lists)
+    ids = session.scalars(select(Delivery.id).where(Delivery.send_id == send.id)).all()
+    session.commit()
+    if session.get_bind().dialect.name != "postgresql":
+        assert isinstance(marks_for(session), SessionMarks)
+    now = utcnow()
+
+    def mark_all(marks, first):
+        marks.record(ids[first], status="sent", attempts=1, sent_at=now, claimed_until=None)
+        marks.record(ids[first + 1], status="failed", attempts=3, last_error="550 no")
+        marks.record(ids[first + 2], attempts=1, last_error="451 later", claimed_until=None)
+        marks.record(ids[first + 3], status="sent", attempts=2, sent_at=now, claimed_until=None)
+        marks.close()
+
+    if session.get_bind().dialect.name == "postgresql":
+        # One pooled connection, so each batch gets the one the batch before used.
+        url = session.get_bind().url
+        single = create_engine(url, pool_size=1, max_overflow=0)
+        try:
+
+            def pipelined():
+                connection = single.connect().execution_options(isolation_level="AUTOCOMMIT")
+                return PipelinedMarks(connection)
+
+            def prepared_names():
+                with single.connect() as connection:
+                    return connection.scalars(
+                        text("SELECT name FROM pg_prepared_statements ORDER BY name")
+                    ).all()
+
+            connection = single.connect().execution_options(isolation_level="AUTOCOMMIT")
+            marks = PipelinedMarks(connection)
+            marks.record(ids[0], status="sent", attempts=1, sent_at=now, claimed_until=None)
+            marks.confirm()
+            held = connection.exec_driver_sql("SELECT name FROM pg_prepared_statements")
+            assert "circulars_mark_0" in held.scalars().all()  # while the batch runs
+            marks.close()
+            assert [n for n in prepared_names() if n.startswith("circulars_mark")] == []
+            mark_all(pipelined(), 4)
+            # A name left behind (a batch that could not clean up) is replaced, not an error.
+            with single.connect() as connection:
+                connection.exec_driver_sql("PREPARE circulars_mark_0 AS SELECT 1").close()
+                connection.commit()
+            mark_all(pipelined(), 8)
+            assert [n for n in prepared_names() if n.startswith("circulars_mark")] == []
+        finally:
+            single.dispose()
+    else:
+        session.execute(
+            update(Delivery).where(Delivery.id == ids[0]).values(status="sent", attempts=1)
+        )
+        session.commit()
+        mark_all(marks_for(session), 4)
+        mark_all(marks_for(session), 8)
+    rows = {
+        row.id: row
+        for row in session.scalars(
+            select(Delivery)
+            .where(Delivery.id.in_(ids[:12]))
+            .execution_options(populate_existing=True)
+        )
+    }
+    for first in (4, 8):
+        sent, failed, deferred, again = (rows[ids[first + n]] for n in range(4))
+        assert (sent.status, sent.attempts) == ("sent", 1) and sent.sent_at is not None
+        assert (failed.status, failed.attempts, failed.last_error) == ("failed", 3, "550 no")
+        assert (deferred.status, deferred.attempts) == ("pending", 1)
+        assert deferred.last_error == "451 later"
+        assert (again.status, again.attempts) == ("sent", 2)
+    assert rows[ids[0]].status == "sent"
