@@ -128,12 +128,8 @@ class PipelinedMarks:
         except Exception as exc:
             self._fail(exc)
         if result.status != pq.ExecStatus.COMMAND_OK:
-            state = result.error_field(pq.DiagnosticField.SQLSTATE) or b""
-            message = result.error_message.decode("utf-8", "replace").strip()
-            self._fail(
-                RuntimeError(message),
-                connection_lost=state[:2].decode("ascii", "replace") in _LOST,
-            )
+            message, lost = _error_of(result)
+            self._fail(RuntimeError(message), connection_lost=lost)
         self._outstanding = None
 
     def record(self, delivery_id: int, **values: object) -> None:
@@ -164,9 +160,7 @@ class PipelinedMarks:
                 if result is None:
                     break
                 if result.status != pq.ExecStatus.COMMAND_OK and error is None:
-                    state = result.error_field(pq.DiagnosticField.SQLSTATE) or b""
-                    message = result.error_message.decode("utf-8", "replace").strip()
-                    error = (message, state[:2].decode("ascii", "replace") in _LOST)
+                    error = _error_of(result)
         except Exception as exc:  # the connection broke while reading
             self._fail(exc)
         if error is not None:
@@ -203,6 +197,15 @@ class PipelinedMarks:
         except Exception:
             # Never hand the pool a connection that may still hold our names.
             self._connection.invalidate()
+
+
+def _error_of(result: Any) -> tuple[str, bool]:
+    """A failed statement's message, and whether it means the connection is gone."""
+    from psycopg import pq
+
+    state = result.error_field(pq.DiagnosticField.SQLSTATE) or b""
+    message = result.error_message.decode("utf-8", "replace").strip()
+    return message, state[:2].decode("ascii", "replace") in _LOST
 
 
 #: SQLSTATE duplicate_prepared_statement.
